@@ -1,0 +1,30 @@
+"""Command-line entry points: `python -m lib_upsample_guidance <command> [options]`.
+
+    demo [--out DIR] [--factor 2] [--seed N]     comparison grid from the shipped small model
+    bench quality [--n N] [--json]                structure rate etc. on the small model
+    bench speed [--arch sd15|sdxl] [--json]       cost of guidance on the real SD UNet graphs
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    ("demo",): "lib_upsample_guidance.demo.cli",
+    ("bench", "quality"): "lib_upsample_guidance.demo.quality",
+    ("bench", "speed"): "lib_upsample_guidance.bench_speed",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for words, module in COMMANDS.items():
+        if tuple(argv[: len(words)]) == words:
+            return int(importlib.import_module(module).main(argv[len(words) :]) or 0)
+    print(__doc__.strip())
+    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
