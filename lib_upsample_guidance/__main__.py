@@ -1,8 +1,8 @@
 """Command-line entry points: `python -m lib_upsample_guidance <command> [options]`.
 
-    demo [--out DIR] [--factor 2] [--seed N]     comparison grid from the shipped small model
-    bench quality [--n N] [--json]                structure rate etc. on the small model
-    bench speed [--arch sd15|sdxl] [--json]       cost of guidance on the real SD UNet graphs
+demo [--out DIR] [--factor 2] [--seed N]     comparison grid from the shipped small model
+bench quality [--n N] [--json]                structure rate etc. on the small model
+bench speed [--arch sd15|sdxl] [--json]       cost of guidance on the real SD UNet graphs
 """
 
 from __future__ import annotations

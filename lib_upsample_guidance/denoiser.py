@@ -76,11 +76,15 @@ class UpsampleGuidedDenoiser(torch.nn.Module):
 
     def plan_for(self, size: tuple[int, int]) -> LowResPlan | None:
         """The low-res plan for a spatial size (H, W), or None when it is not larger than the base."""
-        return plan_low_res(tuple(size), self.base_size, latent_factor=1, granularity=1, resampler=self.resampler)
+        return plan_low_res(
+            tuple(size), self.base_size, latent_factor=1, granularity=1, resampler=self.resampler
+        )
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.ndim < 3:
-            raise ValueError(f"x must be a tensor [batch, ..., height, width], got {getattr(x, 'shape', x)!r}")
+            raise ValueError(
+                f"x must be a tensor [batch, ..., height, width], got {getattr(x, 'shape', x)!r}"
+            )
         den = self.inner_model(x, sigma, **extra)
         if tuple(den.shape) != tuple(x.shape):
             raise ValueError(
@@ -97,5 +101,7 @@ class UpsampleGuidedDenoiser(torch.nn.Module):
         )
         if query is None:
             return den
-        den_low = self.inner_model(query.x, query.level.to(x.dtype), **_downsample_spatial(extra, query, size))
+        den_low = self.inner_model(
+            query.x, query.level.to(x.dtype), **_downsample_spatial(extra, query, size)
+        )
         return query.apply(den, den_low)

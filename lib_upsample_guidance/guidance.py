@@ -57,7 +57,9 @@ def guided_x0(den: torch.Tensor, den_low: torch.Tensor, resampler: Resampler, we
     return den + w * resampler.up(den_low.to(den.dtype) - resampler.down(den))
 
 
-def guided_eps(eps: torch.Tensor, eps_low: torch.Tensor, resampler: Resampler, weight: Weight) -> torch.Tensor:
+def guided_eps(
+    eps: torch.Tensor, eps_low: torch.Tensor, resampler: Resampler, weight: Weight
+) -> torch.Tensor:
     """eps + w * U(eps_low / sqrt(k) - D(eps)) — eps predictions."""
     _check_pair(eps, eps_low, resampler)
     w = _weight(weight, eps)

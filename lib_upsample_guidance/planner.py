@@ -146,7 +146,9 @@ def plan_low_res(
             if H % s or W % s or (H // s) % g or (W // s) % g:
                 continue
             ratio = s_ideal / s
-            if resampler == "auto" and not (1 / INTEGER_FACTOR_TOLERANCE <= ratio <= INTEGER_FACTOR_TOLERANCE):
+            if resampler == "auto" and not (
+                1 / INTEGER_FACTOR_TOLERANCE <= ratio <= INTEGER_FACTOR_TOLERANCE
+            ):
                 continue
             score = abs(math.log(ratio))
             if best is None or score < best[0]:

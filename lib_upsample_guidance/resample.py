@@ -156,7 +156,9 @@ def make_resampler(high_size: tuple[int, ...], low_size: tuple[int, ...], kind: 
         if hi <= 0 or lo <= 0:
             raise ValueError(f"sizes must be positive, got {high_size} and {low_size}")
         if lo > hi:
-            raise ValueError(f"low-resolution size {low_size} is larger than the target {high_size} on an axis")
+            raise ValueError(
+                f"low-resolution size {low_size} is larger than the target {high_size} on an axis"
+            )
     divisible = all(hi % lo == 0 for hi, lo in zip(high_size, low_size, strict=True))
     if kind == "auto":
         kind = "box" if divisible else "spectral"
