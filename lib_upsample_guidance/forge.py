@@ -1,0 +1,395 @@
+"""Forge-family adapter: Forge main (2.x, `backend.*`), old Forge (`ldm_patched.*`) and reForge.
+
+Forge never fires on_cfg_denoised and its inner model cannot be called, so guidance runs as a post-CFG
+function on a clone of the UNet patcher (`p.sd_model.forge_objects.unet`), added in the AlwaysOn script's
+process_before_every_sampling. On every model evaluation the function receives the combined (CFG) x0
+prediction `den` for the noisy latent x at noise level sigma and returns
+
+    den_guided = den + w * U( den_low - D(den) )
+
+where den_low is the same CFG combination of the model's cond/uncond x0 predictions for the low-resolution
+query (D(x) at the low-res noise level of the core's convention: sigma / sqrt(k) for eps/v predictors,
+the rectified-flow time for 'const' predictors), computed with the host's own calc_cond_uncond_batch.
+All the math is the core's (planner, conventions, step); this module only speaks Forge.
+
+Forge modules are imported lazily inside functions, so importing this module on A1111 is harmless.
+Per-generation state lives on `p` (attribute `_upsample_guidance_forge_state`), never in module globals.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .conventions import KarrasSigma, NoiseConvention, RectifiedFlow
+from .planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
+
+__all__ = [
+    "process_before_every_sampling",
+    "ForgeGenerationState",
+    "generation_state",
+    "make_post_cfg_function",
+    "detect_model_family",
+    "convention_for_predictor",
+    "model_sampling_of",
+    "WARNING_PREFIX",
+]
+
+WARNING_PREFIX = "[Upsample guidance]"
+_MARK_ATTR = "_upsample_guidance_post_cfg"
+_STATE_ATTR = "_upsample_guidance_forge_state"
+
+
+class UnsupportedInput(ValueError):
+    """Raised for inputs the Forge adapter cannot guide; the message is shown to the user as is."""
+
+
+@dataclass
+class ForgeGenerationState:
+    """Per-generation state: once guidance fails it stays off for the rest of the generation.
+
+    `off_reason` is None while guidance is allowed. `warnings` counts the console warnings printed (at most 1).
+    """
+
+    off_reason: str | None = None
+    warnings: int = 0
+
+    @property
+    def off(self) -> bool:
+        return self.off_reason is not None
+
+    def turn_off(self, why: str) -> None:
+        """Turn guidance off for the rest of this generation and print ONE warning (the first reason)."""
+        if self.off_reason is not None:
+            return
+        self.off_reason = why
+        self.warnings += 1
+        print(f"{WARNING_PREFIX} the Forge guidance path failed; guidance turned off for this image: {why}")
+
+
+def generation_state(p: Any) -> ForgeGenerationState:
+    """The state object of this generation (created on first use and stored on p)."""
+    state = getattr(p, _STATE_ATTR, None)
+    if not isinstance(state, ForgeGenerationState):
+        state = ForgeGenerationState()
+        setattr(p, _STATE_ATTR, state)
+    return state
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, UnsupportedInput):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# Model sampling / predictor and model family
+
+
+def model_sampling_of(model: Any) -> Any:
+    """The predictor of a Forge main KModel (`.predictor`) or the ldm_patched BaseModel (`.model_sampling`)."""
+    predictor = getattr(model, "predictor", None)
+    if predictor is None:
+        predictor = getattr(model, "model_sampling", None)
+    if predictor is None:
+        raise UnsupportedInput(f"the model ({type(model).__name__}) has neither .predictor nor .model_sampling")
+    return predictor
+
+
+def _is_flow(predictor: Any) -> bool:
+    """True for rectified-flow ('const') predictors: Forge main prediction_type, ldm_patched CONST mixin."""
+    if getattr(predictor, "prediction_type", None) == "const":
+        return True
+    return any(cls.__name__ == "CONST" for cls in type(predictor).__mro__)
+
+
+def _sigma_table(predictor: Any) -> torch.Tensor | None:
+    sigmas = getattr(predictor, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and sigmas.ndim == 1 and sigmas.numel() >= 2:
+        return sigmas.detach().to("cpu", torch.float64)
+    return None
+
+
+def convention_for_predictor(predictor: Any) -> NoiseConvention:
+    """The core's noise convention for a Forge predictor / ldm_patched model_sampling object.
+
+    'const' (flow: Flux, SD3): RectifiedFlow, level = t = sigma in [0, 1]. Anything else the hosts run
+    through calc_cond_uncond_batch lives in the k-diffusion sigma space (x = x0 + sigma*eps, x0 output):
+    KarrasSigma, with the model's own time from its sigma table (abar = 1 / (1 + sigma^2), interpolated in
+    log sigma like the WebUIs); without a table every step counts as t = 1.
+    """
+    if _is_flow(predictor):
+        return RectifiedFlow(output="x0")
+    prediction_type = getattr(predictor, "prediction_type", None)
+    mro = {cls.__name__ for cls in type(predictor).__mro__}
+    if prediction_type not in (None, "epsilon", "eps", "v_prediction", "edm") or "COSMOS_RFLOW" in mro:
+        raise UnsupportedInput(f"unsupported predictor {type(predictor).__name__} ({prediction_type})")
+    alphas_cumprod = getattr(predictor, "alphas_cumprod", None)
+    if isinstance(alphas_cumprod, torch.Tensor) and alphas_cumprod.ndim == 1 and alphas_cumprod.numel() >= 2:
+        return KarrasSigma.from_alphas_cumprod(alphas_cumprod.detach().to("cpu", torch.float64), output="x0")
+    sigmas = _sigma_table(predictor)
+    if sigmas is not None and bool(torch.all(sigmas[1:] > sigmas[:-1])) and bool(sigmas[0] > 0):
+        return KarrasSigma.from_alphas_cumprod(1.0 / (1.0 + sigmas**2), output="x0")
+    return KarrasSigma(None, output="x0")
+
+
+def detect_model_family(sd_model: Any, model: Any) -> ModelFamily:
+    """The model family of the loaded checkpoint (base size, latent factor, size granularity).
+
+    Forge main engines and A1111-style models carry is_sdxl / is_sd3 / is_sd2 / is_sd1 flags; Flux and Chroma
+    engines (Forge main) and ldm_patched model classes are recognised by class name; a flow predictor
+    without a recognised name counts as Flux (1024 px, granularity 2).
+    """
+    names = (type(sd_model).__name__.lower(), type(model).__name__.lower())
+    if any("flux" in n or "chroma" in n for n in names):
+        return MODEL_FAMILIES["flux"]
+    if getattr(sd_model, "is_sd3", False) is True or any(n in ("sd3", "stablediffusion3") for n in names):
+        return MODEL_FAMILIES["sd3"]
+    if getattr(sd_model, "is_sdxl", False) is True or any("sdxl" in n or "stablediffusionxl" in n for n in names):
+        return MODEL_FAMILIES["sdxl"]
+    if getattr(sd_model, "is_sd2", False) is True:
+        return MODEL_FAMILIES["sd2"]
+    if _is_flow(model_sampling_of(model)):
+        return MODEL_FAMILIES["flux"]
+    return MODEL_FAMILIES["sd1"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Low-resolution conditioning
+
+
+def _downsampled_condition_object(obj: Any, tensor: torch.Tensor, down: Callable) -> Any:
+    new = down(tensor)
+    copier = getattr(obj, "_copy_with", None)
+    if callable(copier):
+        return copier(new)
+    clone = copy.copy(obj)
+    clone.cond = new
+    return clone
+
+
+def lower_condition(cond: dict, size: tuple[int, int], down: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+    """A copy of one compiled condition dict for the low-res call.
+
+    Spatial tensors the size of the latent (model_conds entries of shape [B, C, H, W] such as c_concat /
+    image_cond of inpainting models, and a 'mask' of shape [B, H, W]) are replaced by D applied to them;
+    everything else (cross-attention, pooled vectors, Flux guidance, strength, ControlNet, hooks) is shared.
+    Area-restricted conditions cannot be mapped and raise UnsupportedInput.
+    """
+    if "area" in cond and cond["area"] is not None:
+        raise UnsupportedInput("area-restricted conditioning (regional prompts) is not supported")
+    out = dict(cond)
+    mask = cond.get("mask")
+    if isinstance(mask, torch.Tensor):
+        if tuple(mask.shape[-2:]) != size:
+            raise UnsupportedInput(f"a conditioning mask of shape {tuple(mask.shape)} does not match the latent")
+        out["mask"] = down(mask)
+    model_conds = cond.get("model_conds")
+    if isinstance(model_conds, dict):
+        lowered = {}
+        for key, obj in model_conds.items():
+            tensor = getattr(obj, "cond", None)
+            if isinstance(tensor, torch.Tensor) and tensor.ndim >= 4 and tuple(tensor.shape[-2:]) == size:
+                lowered[key] = _downsampled_condition_object(obj, tensor, down)
+            else:
+                lowered[key] = obj
+        out["model_conds"] = lowered
+    return out
+
+
+def lower_conditions(conds: list | None, size: tuple[int, int], down: Callable) -> list | None:
+    """lower_condition for each dict of a condition list (None stays None)."""
+    if conds is None:
+        return None
+    return [lower_condition(c, size, down) for c in conds]
+
+
+def combine_cfg(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, cond_scale: float, conds: list) -> torch.Tensor:
+    """The hosts' CFG combination: uncond + (cond - uncond) * scale * s, s = sum of the AND-prompt strengths
+    when it is not 1 (as in Forge's sampling_function_inner / ldm_patched cfg)."""
+    edit_strength = sum(float(c.get("strength", 1.0)) for c in conds)
+    factor = cond_scale if math.isclose(edit_strength, 1.0) else cond_scale * edit_strength
+    return uncond_pred + (cond_pred - uncond_pred) * factor
+
+
+def _host_calc_cond_uncond_batch(model: Any) -> Callable:
+    """calc_cond_uncond_batch of the running host: Forge main (`backend`) for a KModel with .predictor,
+    ldm_patched (old Forge, reForge) otherwise."""
+    if getattr(model, "predictor", None) is not None:
+        from backend.sampling.sampling_function import calc_cond_uncond_batch
+    else:
+        from ldm_patched.modules.samplers import calc_cond_uncond_batch
+    return calc_cond_uncond_batch
+
+
+# --------------------------------------------------------------------------------------------------
+# The post-CFG function
+
+
+@dataclass
+class GuidanceContext:
+    """Everything the post-CFG function needs for one sampling pass (built in process_before_every_sampling).
+
+    cfg_scale: the generation's CFG scale for this pass (p.cfg_scale, or p.hr_cfg in Forge main's hires pass),
+    used unless the host passes args["cond_scale"] (reForge) or skipped uncond (then 1).
+    """
+
+    guidance_scale: float
+    eta: float
+    base_size_px: int | tuple[int, int]
+    family: ModelFamily
+    resampler: str
+    cfg_scale: float
+    state: ForgeGenerationState
+    calc_cond_uncond_batch: Callable | None = None
+    _plans: dict = field(default_factory=dict)
+    _conventions: dict = field(default_factory=dict)
+
+    def plan(self, size: tuple[int, int]) -> LowResPlan | None:
+        if size not in self._plans:
+            self._plans[size] = plan_low_res(
+                size,
+                self.base_size_px,
+                latent_factor=self.family.latent_factor,
+                granularity=self.family.granularity,
+                resampler=self.resampler,
+            )
+        return self._plans[size]
+
+    def convention(self, predictor: Any) -> NoiseConvention:
+        key = id(predictor)
+        if key not in self._conventions:
+            self._conventions[key] = (predictor, convention_for_predictor(predictor))
+        return self._conventions[key][1]
+
+
+def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
+    """The guided x0 prediction for one post-CFG call (args: Forge's post-CFG dict), or args["denoised"]
+    unchanged when no guidance applies to this call (target not above the base size, weight 0)."""
+    from .step import prepare_low_res_query
+
+    denoised = args["denoised"]
+    x = args["input"]
+    model = args["model"]
+    if x.ndim != 4:
+        raise UnsupportedInput(f"expected a 4-D latent [B, C, H, W], got shape {tuple(x.shape)}")
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    plan = ctx.plan(size)
+    if plan is None:
+        return denoised
+    convention = ctx.convention(model_sampling_of(model))
+    sigma = torch.as_tensor(args["sigma"]).reshape(-1)
+    if sigma.numel() == 1 and x.shape[0] > 1:
+        sigma = sigma.expand(x.shape[0])
+    query = prepare_low_res_query(
+        x, sigma, plan=plan, convention=convention, guidance_scale=ctx.guidance_scale, eta=ctx.eta
+    )
+    if query is None:
+        return denoised
+
+    conds = args["cond"]
+    uncond = args.get("uncond")
+    uncond_pred = args.get("uncond_denoised")
+    # The host skipped the uncond rows (CFG 1, its CFG-1 optimisation, NGMS / skip-early-CFG steps): then
+    # its uncond prediction is None or all zeros, its effective scale is 1, and the low-res call skips them too.
+    uncond_skipped = uncond is None or uncond_pred is None or not bool(torch.any(uncond_pred != 0))
+    if "cond_scale" in args:
+        cond_scale = float(args["cond_scale"])
+    elif uncond_skipped:
+        cond_scale = 1.0
+    else:
+        cond_scale = float(ctx.cfg_scale)
+
+    down = query.downsample_condition
+    conds_low = lower_conditions(conds, size, down)
+    unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down)
+    calc = ctx.calc_cond_uncond_batch or _host_calc_cond_uncond_batch(model)
+    level_low = torch.as_tensor(query.level).to(device=sigma.device, dtype=sigma.dtype).reshape(-1)
+    cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, args["model_options"])
+    den_low = combine_cfg(cond_low, uncond_low, cond_scale, conds)
+    guided = query.apply(denoised, den_low)
+    if guided.shape != denoised.shape:
+        raise RuntimeError(f"guided prediction has shape {tuple(guided.shape)}, expected {tuple(denoised.shape)}")
+    if not bool(torch.isfinite(guided).all()) and bool(torch.isfinite(denoised).all()):
+        raise FloatingPointError("the guided prediction is not finite")
+    return guided.to(denoised.dtype)
+
+
+def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tensor]:
+    """A post-CFG function (args dict -> denoised) applying guided_denoised; any exception returns
+    args["denoised"] unchanged and turns guidance off for the rest of the generation with one warning."""
+
+    def upsample_guidance_post_cfg(args: dict) -> torch.Tensor:
+        denoised = args["denoised"]
+        if ctx.state.off:
+            return denoised
+        try:
+            return guided_denoised(args, ctx)
+        except Exception as exc:  # never lose the user's image
+            ctx.state.turn_off(_describe(exc))
+            return denoised
+
+    setattr(upsample_guidance_post_cfg, _MARK_ATTR, True)
+    return upsample_guidance_post_cfg
+
+
+def _remove_ours(model_options: dict) -> None:
+    fns = model_options.get("sampler_post_cfg_function")
+    if fns:
+        model_options["sampler_post_cfg_function"] = [f for f in fns if not getattr(f, _MARK_ATTR, False)]
+
+
+def _base_size(settings: Any, family: ModelFamily) -> int | tuple[int, int]:
+    base = getattr(settings, "base_resolution", "auto")
+    if base in (None, "auto", "Auto", "", 0):
+        return family.base_size_px
+    return base
+
+
+def _pass_cfg_scale(p: Any) -> float:
+    if getattr(p, "is_hr_pass", False) and getattr(p, "hr_cfg", None) is not None:
+        return float(p.hr_cfg)
+    return float(getattr(p, "cfg_scale", 1.0))
+
+
+def process_before_every_sampling(p: Any, settings: Any) -> None:
+    """Patch a clone of p.sd_model.forge_objects.unet with the guidance post-CFG function.
+
+    settings: the extension's settings (enabled, guidance_scale, eta, base_resolution "auto" | px, resampler,
+    guide_hires_pass). Disabled, a zero guidance scale, or an unguided hires pass: nothing is touched.
+    Idempotent: a function of ours already on the patcher is replaced, never stacked (Forge calls this hook
+    twice in the hires pass and resets forge_objects before each pass).
+    """
+    if not getattr(settings, "enabled", False):
+        return
+    if getattr(p, "is_hr_pass", False) and not getattr(settings, "guide_hires_pass", True):
+        return
+    if float(getattr(settings, "guidance_scale", 0.0)) == 0.0:
+        return
+    state = generation_state(p)
+    if state.off:
+        return
+    try:
+        forge_objects = p.sd_model.forge_objects
+        unet = forge_objects.unet.clone()
+        _remove_ours(unet.model_options)
+        family = detect_model_family(p.sd_model, unet.model)
+        ctx = GuidanceContext(
+            guidance_scale=float(settings.guidance_scale),
+            eta=float(settings.eta),
+            base_size_px=_base_size(settings, family),
+            family=family,
+            resampler=str(getattr(settings, "resampler", "auto")),
+            cfg_scale=_pass_cfg_scale(p),
+            state=state,
+        )
+        unet.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
+        forge_objects.unet = unet
+    except Exception as exc:
+        state.turn_off(_describe(exc))
