@@ -159,7 +159,9 @@ class DiscreteVP(NoiseConvention):
         power = a2 + (1.0 - a2) / k  # P = a^2 + b^2 / k
         tau = self.table.sigma_to_t(sigma / math.sqrt(k))
         x_low = resampler.down(x) * rows(torch.rsqrt(power), x).to(x.dtype)
-        return x_low, tau.to(t.dtype if t.is_floating_point() else torch.float32)
+        # fractional tau: keep it in float64 for float64 work, else float32 (half would round it)
+        precise = torch.float64 in (t.dtype, x.dtype)
+        return x_low, tau.to(torch.float64 if precise else torch.float32)
 
     def normalised_time(self, level):
         return torch.as_tensor(level, dtype=torch.float64) / (self.table.num_timesteps - 1)
