@@ -1,0 +1,181 @@
+"""Upsample guidance — the AlwaysOn script (txt2img and img2img): UI and wiring only.
+
+The math is in lib_upsample_guidance's core; host glue in lib_upsample_guidance.a1111 (AUTOMATIC1111) and
+lib_upsample_guidance.forge (Forge main, old Forge, reForge). Everything is imported here, at module top:
+A1111 puts the extension root on sys.path only while it imports this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from modules import script_callbacks, scripts, shared
+
+from lib_upsample_guidance import a1111, forge, host, infotext, settings_tab, ui, xyz
+from lib_upsample_guidance.planner import MODEL_FAMILIES, plan_low_res
+from lib_upsample_guidance.settings import (
+    DEFAULT_FAMILY_BASES,
+    OVERRIDE_ATTRS,
+    WARNING_PREFIX,
+    UGSettings,
+    model_family,
+)
+
+HOST = host.detect_host()
+SETTINGS_ATTR = "_upsample_guidance_settings"
+
+if not host.is_forge_family(HOST):
+    a1111.register_callbacks()
+script_callbacks.on_ui_settings(settings_tab.on_ui_settings)
+script_callbacks.on_before_ui(xyz.register_axes)
+
+_SIZE_IDS = {
+    "txt2img_width": ("txt2img", 0),
+    "txt2img_height": ("txt2img", 1),
+    "img2img_width": ("img2img", 0),
+    "img2img_height": ("img2img", 1),
+}
+
+
+def _auto_base_px(sd_model) -> tuple[int, int]:
+    """(base px, size granularity) for "Auto" with the loaded model (Settings tab value per family)."""
+    key = model_family(sd_model) or "sd1"
+    bases = settings_tab.family_bases_from_opts(shared.opts)
+    family = MODEL_FAMILIES["sd2" if key == "sd2_eps" else key]
+    return bases.get(key, DEFAULT_FAMILY_BASES[key]), family.granularity
+
+
+def _readout(width, height, enabled, scale, eta, base, resampler) -> str:
+    try:
+        base_px, granularity = _auto_base_px(getattr(shared, "sd_model", None))
+    except Exception:  # the readout is informational: never break the page
+        base_px, granularity = 512, 8
+    return ui.readout_text(
+        width,
+        height,
+        enabled=bool(enabled),
+        guidance_scale=scale,
+        eta=eta,
+        base=base,
+        resampler=resampler,
+        auto_base_px=base_px,
+        granularity=granularity,
+    )
+
+
+def _fail_generation(p, error: ValueError) -> None:
+    """Bad settings (e.g. an API request): fail this generation with the message, as the request's error.
+
+    The WebUI catches exceptions raised by script hooks, so the error is raised from p.sample instead,
+    which process_images calls outside those guards.
+    """
+    message = str(error)
+    print(f"{WARNING_PREFIX} generation refused: {message.removeprefix('Upsample guidance: ')}")
+
+    def refuse(*args, **kwargs):
+        raise ValueError(message)
+
+    p.sample = refuse
+
+
+class UpsampleGuidanceScript(scripts.Script):
+    sorting_priority = 15
+
+    def __init__(self):
+        super().__init__()
+        self._size_inputs = {"txt2img": [None, None], "img2img": [None, None]}
+
+    def title(self):
+        return "Upsample guidance"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def after_component(self, component, **kwargs):
+        where = _SIZE_IDS.get(kwargs.get("elem_id"))
+        if where is not None:
+            self._size_inputs[where[0]][where[1]] = component
+
+    def ui(self, is_img2img):
+        defaults = settings_tab.defaults_from_opts(shared.opts)
+        size = self._size_inputs["img2img" if is_img2img else "txt2img"]
+        controls = ui.build(self.elem_id, defaults, _readout, tuple(size) if all(size) else None)
+        self.infotext_fields = controls.infotext_fields
+        self.paste_field_names = list(infotext.KEYS)
+        return controls.inputs
+
+    # --- per generation ------------------------------------------------------------------------------
+    def _settings(self, p, args) -> UGSettings:
+        defaults = settings_tab.defaults_from_opts(shared.opts)
+        settings = UGSettings.from_script_args(args, defaults)
+        overrides = {attr: getattr(p, attr) for attr in OVERRIDE_ATTRS if hasattr(p, attr)}
+        return settings.with_overrides(overrides)
+
+    def process(self, p, *args):
+        setattr(p, SETTINGS_ATTR, None)
+        a1111.begin_generation(p, UGSettings())  # clears any state copied from another p
+        try:
+            settings = self._settings(p, args)
+        except ValueError as error:
+            _fail_generation(p, error)
+            return
+        if not settings.enabled:
+            return
+        setattr(p, SETTINGS_ATTR, settings)
+        if not host.is_forge_family(HOST) and not host.is_forge_model(getattr(p, "sd_model", None)):
+            a1111.begin_generation(p, settings, settings_tab.family_bases_from_opts(shared.opts))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        if not (host.is_forge_family(HOST) or host.is_forge_model(getattr(p, "sd_model", None))):
+            return  # A1111: the CFG callbacks do the work
+        settings = getattr(p, SETTINGS_ATTR, None)
+        if settings is None:
+            return
+        try:
+            settings = self._forge_settings(p, settings)
+        except Exception:
+            pass
+        forge.process_before_every_sampling(p, settings)
+        self._forge_infotext(p, settings, kwargs.get("x"))
+
+    @staticmethod
+    def _forge_settings(p, settings: UGSettings) -> UGSettings:
+        """"Auto" base resolution from the Settings tab where the model family is known."""
+        if settings.base_resolution is not None:
+            return settings
+        key = model_family(getattr(p, "sd_model", None))
+        if key is None:
+            return settings
+        base = settings_tab.family_bases_from_opts(shared.opts).get(key)
+        return dataclasses.replace(settings, base_resolution=base) if base else settings
+
+    @staticmethod
+    def _forge_infotext(p, settings: UGSettings, x) -> None:
+        """Forge: write the infotext when this pass will be guided (the target is above the base size)."""
+        try:
+            if forge.generation_state(p).off or x is None:
+                return
+            if getattr(p, "is_hr_pass", False) and not settings.guide_hires_pass:
+                return
+            unet = p.sd_model.forge_objects.unet
+            family = forge.detect_model_family(p.sd_model, unet.model)
+            base = settings.base_resolution or family.base_size_px
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            plan = plan_low_res(
+                size,
+                base,
+                latent_factor=family.latent_factor,
+                granularity=family.granularity,
+                resampler=settings.resampler,
+            )
+            if plan is not None:
+                p.extra_generation_params.update(
+                    infotext.make_params(settings, base_px=int(base), hires_used=bool(getattr(p, "enable_hr", False)))
+                )
+        except Exception as error:  # infotext is best effort on Forge
+            print(f"{WARNING_PREFIX} could not write the infotext: {error}")
+
+    def postprocess(self, p, processed, *args):
+        state = a1111.generation_state(p)
+        if state is not None:
+            setattr(p, a1111.STATE_ATTR, None)
