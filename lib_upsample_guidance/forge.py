@@ -19,6 +19,7 @@ Per-generation state lives on `p` (attribute `_upsample_guidance_forge_state`), 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,12 @@ def _is_flow(predictor: Any) -> bool:
     return any(cls.__name__ == "CONST" for cls in type(predictor).__mro__)
 
 
+def _is_v_prediction(predictor: Any) -> bool:
+    if getattr(predictor, "prediction_type", None) == "v_prediction":
+        return True
+    return any(cls.__name__ == "V_PREDICTION" for cls in type(predictor).__mro__)
+
+
 def _sigma_table(predictor: Any) -> torch.Tensor | None:
     sigmas = getattr(predictor, "sigmas", None)
     if isinstance(sigmas, torch.Tensor) and sigmas.ndim == 1 and sigmas.numel() >= 2:
@@ -142,7 +149,8 @@ def convention_for_predictor(predictor: Any) -> NoiseConvention:
 def detect_model_family(sd_model: Any, model: Any) -> ModelFamily:
     """The model family of the loaded checkpoint (base size, latent factor, size granularity).
 
-    Forge main engines and A1111-style models carry is_sdxl / is_sd3 / is_sd2 / is_sd1 flags; Flux and Chroma
+    Forge main engines and A1111-style models carry is_sdxl / is_sd3 / is_sd2 / is_sd1 flags (SD 2.x: 768 px
+    for v-prediction, 512 px for epsilon checkpoints); Flux and Chroma
     engines (Forge main) and ldm_patched model classes are recognised by class name; a flow predictor
     without a recognised name counts as Flux (1024 px, granularity 2).
     """
@@ -154,7 +162,10 @@ def detect_model_family(sd_model: Any, model: Any) -> ModelFamily:
     if getattr(sd_model, "is_sdxl", False) is True or any("sdxl" in n or "stablediffusionxl" in n for n in names):
         return MODEL_FAMILIES["sdxl"]
     if getattr(sd_model, "is_sd2", False) is True:
-        return MODEL_FAMILIES["sd2"]
+        # SD 2.x v-prediction checkpoints are 768-v; the epsilon ones (512-base, inpainting, depth) are 512
+        if _is_v_prediction(model_sampling_of(model)):
+            return MODEL_FAMILIES["sd2"]
+        return dataclasses.replace(MODEL_FAMILIES["sd2"], base_size_px=512)
     if _is_flow(model_sampling_of(model)):
         return MODEL_FAMILIES["flux"]
     return MODEL_FAMILIES["sd1"]
