@@ -1,0 +1,135 @@
+"""The real AlwaysOn script (scripts/upsample_guidance.py) driving the Forge adapter end to end.
+
+The A1111 stand-ins provide modules.scripts / shared / script_callbacks (the script is loaded the way the
+WebUI loads it, and run through the ScriptRunner); the Forge main stand-ins provide backend.* so the host is
+detected as Forge. A Forge-shaped processing object carries forge_objects.unet; after the runner's process
+and process_before_every_sampling hooks, a short Euler loop samples through Forge's sampling_function_inner.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from _forge_support import FORGE_MAIN, TinyNet, expected_guided, make_p
+
+sys.path.insert(0, str(FORGE_MAIN.parent / "a1111"))
+try:
+    from conftest_helpers import a1111_host
+finally:
+    sys.path.pop(0)
+
+
+@pytest.fixture()
+def forge_host():
+    with a1111_host() as host:
+        sys.path.insert(0, str(FORGE_MAIN))
+        try:
+            # the script detects the host at import: reload it now that backend.* is importable
+            host.scripts.scripts_data.clear()
+            host.callbacks.clear_callbacks()
+            host.scripts.load_scripts([str(host_script_path())])
+            runner = host.scripts.ScriptRunner()
+            runner.initialize_scripts(False)
+            for script in runner.alwayson_scripts:
+                runner.set_args_range(script, 6)
+            from backend.modules import k_prediction
+            from backend.patcher.unet import UnetPatcher
+            from backend.sampling import condition, sampling_function
+
+            module = next(d.module for d in host.scripts.scripts_data if d.script_class.__name__ == "UpsampleGuidanceScript")
+            assert module.HOST == "forge"
+            yield SimpleNamespace(
+                host=host, runner=runner, kp=k_prediction, UnetPatcher=UnetPatcher, cond=condition, sf=sampling_function
+            )
+        finally:
+            sys.path.remove(str(FORGE_MAIN))
+
+
+def host_script_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "scripts" / "upsample_guidance.py"
+
+
+def _p(fh, ug_args, cfg=5.0, enable_hr=False):
+    unet = fh.UnetPatcher.from_model(TinyNet(), k_predictor=fh.kp.Prediction())
+    p = make_p(unet, cfg_scale=cfg)
+    p.enable_hr = enable_hr
+    script = fh.runner.alwayson_scripts[0]
+    args = [0] + [None] * (script.args_to - 1)
+    defaults = [False, 1.0, 0.6, "Auto", "auto", True]
+    for i, value in enumerate(defaults):
+        args[script.args_from + i] = value
+    for i, value in enumerate(ug_args):
+        args[script.args_from + i] = value
+    p.script_args = args
+    return p, unet
+
+
+def _step(fh, unet, x, sigma, c, u, cfg):
+    cond, uncond = fh.cond.compile_conditions(c), fh.cond.compile_conditions(u)
+    cond[0]["strength"] = 1.0
+    return fh.sf.sampling_function_inner(unet.model, x, sigma, uncond, cond, cfg, unet.model_options)
+
+
+def test_script_enables_guidance_on_forge(forge_host):
+    fh = forge_host
+    torch.manual_seed(21)
+    p, original = _p(fh, [True, 0.9, 1.0, "64"])
+    x = torch.randn(2, 4, 16, 16)
+    fh.runner.process(p)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    patched = p.sd_model.forge_objects.unet
+    assert patched is not original
+    c, u = torch.randn(2, 7, 8), torch.randn(2, 7, 8)
+    sigma = torch.full((2,), 3.0)
+    den = _step(fh, original, x, sigma, c, u, 5.0)
+    got = _step(fh, patched, x, sigma, c, u, 5.0)
+    want = expected_guided(original.model, x, sigma, den, [(c, 1.0)], u, 5.0, 0.9)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert p.extra_generation_params.get("UG scale") == "0.9"
+    assert p.extra_generation_params.get("UG base") == "64"
+
+
+def test_script_disabled_touches_nothing(forge_host):
+    fh = forge_host
+    p, original = _p(fh, [False, 0.9, 1.0, "64"])
+    before = repr(original.model_options)
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process(p)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    assert p.sd_model.forge_objects.unet is original
+    assert repr(original.model_options) == before
+    assert not any(k.startswith("UG ") for k in p.extra_generation_params)
+
+
+def test_script_hires_pass_twice_one_patch(forge_host):
+    fh = forge_host
+    p, original = _p(fh, [True, 1.0, 1.0, "64"], enable_hr=True)
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process(p)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    p.is_hr_pass = True
+    p.hr_cfg = 3.0
+    xh = torch.randn(1, 4, 32, 32)
+    fh.runner.process_before_every_sampling(p, x=xh, noise=xh, c=None, uc=None)  # before the reset
+    p.sd_model.forge_objects.unet = original  # Forge's reset
+    fh.runner.process_before_every_sampling(p, x=xh, noise=xh, c=None, uc=None)
+    fns = p.sd_model.forge_objects.unet.model_options["sampler_post_cfg_function"]
+    assert len(fns) == 1
+    assert p.extra_generation_params.get("UG hires pass") == "True"
+
+
+def test_script_bad_api_value_refuses_generation_cleanly(forge_host, capsys):
+    fh = forge_host
+    p, original = _p(fh, [True, 0.9, 1.5, "64"])  # eta 1.5 is out of range
+    fh.runner.process(p)
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    assert p.sd_model.forge_objects.unet is original
+    with pytest.raises(ValueError, match="eta"):
+        p.sample()
+    assert "Traceback" not in capsys.readouterr().out
