@@ -101,12 +101,23 @@ def _has_gradio():
         return False
 
 
+def _drop_bound_submodules():
+    """`from lib_upsample_guidance import a1111` reads the package attribute before sys.modules: drop both."""
+    package = sys.modules.get("lib_upsample_guidance")
+    for name in _BOUND:
+        if name.startswith("lib_upsample_guidance.") and package is not None:
+            attr = name.rsplit(".", 1)[1]
+            if attr in package.__dict__:
+                delattr(package, attr)
+
+
 @contextlib.contextmanager
 def a1111_host(model=None):
     """Context with the stand-in A1111 loaded and our script registered; yields a Host."""
     saved_modules = {k: v for k, v in sys.modules.items() if _is_host(k)}
     for k in saved_modules:
         del sys.modules[k]
+    _drop_bound_submodules()
     saved_path = list(sys.path)
     sys.path[:] = [str(HERE), str(REPO)] + [p for p in saved_path if "tests/hosts" not in p.replace("\\", "/")]
     try:
@@ -117,5 +128,6 @@ def a1111_host(model=None):
     finally:
         for k in [k for k in sys.modules if _is_host(k)]:
             del sys.modules[k]
+        _drop_bound_submodules()
         sys.modules.update(saved_modules)
         sys.path[:] = saved_path
