@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from _reference import kdiffusion_style_sigma_to_t, sd_alphas_cumprod
 
 from lib_upsample_guidance import DiscreteVP, KarrasSigma, RectifiedFlow, make_resampler
 from lib_upsample_guidance.conventions import DiscreteSigmaTable
@@ -20,22 +21,6 @@ RESAMPLERS = [
     make_resampler((9, 12), (3, 4)),
     make_resampler((12, 12), (8, 8), "spectral"),
 ]
-
-
-def sd_alphas_cumprod(n: int = 1000) -> torch.Tensor:
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, n, dtype=F64) ** 2
-    return torch.cumprod(1 - betas, 0)
-
-
-def kdiffusion_style_sigma_to_t(sigma, log_sigmas):
-    """Reference: k-diffusion DiscreteSchedule.sigma_to_t (cumsum/argmax formulation), written from its docs."""
-    log_sigma = sigma.log()
-    dists = log_sigma - log_sigmas[:, None]
-    low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
-    high_idx = low_idx + 1
-    low, high = log_sigmas[low_idx], log_sigmas[high_idx]
-    w = ((low - log_sigma) / (low - high)).clamp(0, 1)
-    return (1 - w) * low_idx + w * high_idx
 
 
 def parts(r, shape, seed):

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from _reference import sd_alphas_cumprod
 
 from lib_upsample_guidance import (
     DiscreteVP,
@@ -21,11 +22,6 @@ RESAMPLERS = [
     make_resampler((9, 9), (3, 3)),  # box 3x
     make_resampler((12, 10), (8, 6), "spectral"),  # any size
 ]
-
-
-def sd_alphas_cumprod(n: int = 1000) -> torch.Tensor:
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, n, dtype=F64) ** 2
-    return torch.cumprod(1 - betas, 0)
 
 
 @pytest.mark.parametrize("r", RESAMPLERS, ids=["box2", "box3", "spectral"])

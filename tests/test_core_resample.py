@@ -1,43 +1,15 @@
 """The D/U pairs: exact identities, against independent computations (avg_pool2d, nearest interpolation,
 an FFT-based DCT), on images and on a frame axis."""
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import fft_dct_ortho, ref_down
 
 from lib_upsample_guidance.resample import dct_matrix, make_resampler
 
 torch.manual_seed(0)
 F64 = torch.float64
-
-
-def fft_dct_ortho(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal DCT-II along the last axis, through the FFT of the even extension (independent of
-    dct_matrix's cosine table)."""
-    n = x.shape[-1]
-    v = torch.cat([x, x.flip(-1)], dim=-1)
-    spec = torch.fft.fft(v, dim=-1)[..., :n]
-    k = torch.arange(n, dtype=F64)
-    c = (spec * torch.exp(-1j * math.pi * k / (2 * n))).real / 2
-    scale = torch.full((n,), math.sqrt(2.0 / n), dtype=F64)
-    scale[0] = math.sqrt(1.0 / n)
-    return c * scale
-
-
-def fft_idct_ortho(c: torch.Tensor) -> torch.Tensor:
-    """Inverse of fft_dct_ortho via least squares on its matrix (built column by column from the FFT)."""
-    n = c.shape[-1]
-    m = fft_dct_ortho(torch.eye(n, dtype=F64))  # rows: transforms of unit vectors -> m = C^T
-    return c @ m.T  # C^T c with C = m^T
-
-
-def spectral_down_reference(x: torch.Tensor, n: int) -> torch.Tensor:
-    """D_1 along the last axis: DCT, keep n coefficients, inverse DCT of size n, times sqrt(n/N)."""
-    big = x.shape[-1]
-    coeffs = fft_dct_ortho(x)[..., :n]
-    return math.sqrt(n / big) * fft_idct_ortho(coeffs)
 
 
 def test_dct_matrix_is_orthonormal_and_matches_fft():
@@ -65,9 +37,7 @@ def test_box_pair_matches_pooling_and_nearest(high, low):
 def test_spectral_pair_matches_fft_reference_and_identities(high, low):
     r = make_resampler(high, low, "spectral")
     x = torch.randn(2, 4, *high, dtype=F64)
-    ref = spectral_down_reference(x, low[1])  # last axis
-    ref = spectral_down_reference(ref.transpose(-1, -2), low[0]).transpose(-1, -2)
-    assert torch.allclose(r.down(x), ref, atol=1e-12)
+    assert torch.allclose(r.down(x), ref_down(x, low, "spectral"), atol=1e-12)
     y = torch.randn(2, 4, *low, dtype=F64)
     assert torch.allclose(r.down(r.up(y)), y, atol=1e-12)  # D(U(y)) = y
     const = torch.full((1, 1, *high), 3.25, dtype=F64)
