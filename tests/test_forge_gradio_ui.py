@@ -1,0 +1,63 @@
+"""The script's UI built under real gradio 4.40.0 (Forge main's pin) and 3.41.2 (A1111, reForge).
+
+Marked slow (outside the default run): each gradio version lives in a throwaway virtual environment created
+on first use with `python -m venv --system-site-packages` (torch etc. come from the system) and
+`pip install gradio==<version>` plus the host's pins of fastapi, pydantic, huggingface-hub and httpx
+(~2 minutes each, needs PyPI), cached under
+$UG_GRADIO_VENVS (default ~/.cache/upsample-guidance-test-venvs). Run it with
+
+    python -m pytest -m slow tests/test_forge_gradio_ui.py
+
+The UI build itself runs in a subprocess (tests/_gradio_ui_driver.py) with that environment's python.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "_gradio_ui_driver.py"
+VENVS = Path(os.environ.get("UG_GRADIO_VENVS", Path.home() / ".cache" / "upsample-guidance-test-venvs"))
+PINS = {
+    # Forge main requirements_versions.txt @ dfdcbab6
+    "4.40.0": ["gradio==4.40.0", "fastapi==0.104.1", "pydantic==2.8.2", "huggingface-hub==0.26.2", "httpx==0.24.1"],
+    # A1111 v1.10.1 / reForge: gradio 3.41.2 with fastapi 0.94 and pydantic 1.x
+    "3.41.2": ["gradio==3.41.2", "fastapi==0.94.0", "pydantic==1.10.15", "huggingface-hub==0.25.0", "httpx==0.24.1"],
+}
+
+
+def _gradio_python(version: str) -> Path:
+    """The python of a venv holding gradio==version (created on first use); skip if it cannot be made."""
+    venv = VENVS / f"gradio-{version}"
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", f"import gradio, sys; sys.exit(gradio.__version__ != {version!r})"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    steps = [
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", *PINS[version]],
+    ]
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            pytest.skip(f"could not set up gradio {version}: {(result.stderr or result.stdout)[-500:]}")
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["4.40.0", "3.41.2"])
+def test_ui_builds_under_gradio(version):
+    python = _gradio_python(version)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["GRADIO_ANALYTICS_ENABLED"] = "False"
+    result = subprocess.run(
+        [str(python), str(DRIVER)], capture_output=True, text=True, timeout=600, cwd=str(HERE.parent), env=env
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"OK gradio {version}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
