@@ -382,11 +382,23 @@ def _flops_table(
     return out
 
 
-def _time(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
+CLOCKS = ("cpu", "wall")
+
+
+def _time(fn: Callable[[], Any]) -> tuple[dict[str, float], Any]:
+    """Run fn once; {"cpu": process CPU seconds, "wall": elapsed seconds} and its result.
+
+    With one torch thread the process CPU time is the step's compute time, robust to other processes taking
+    the cores away (the wall time is not, on a shared machine); both are reported, ratios use the CPU time."""
+    w0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         out = fn()
-    return time.perf_counter() - t0, out
+    return {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0}, out
+
+
+def _paired(a: list[float], b: list[float]) -> list[float]:
+    """Per-repetition ratios a_i / b_i (cases timed in the same repetition, next to each other)."""
+    return [x / y for x, y in zip(a, b, strict=True)]
 
 
 def run_bench(
@@ -439,8 +451,9 @@ def run_bench(
             runs[(case.label, "disabled")] = lambda x=x, s=sigma, e=extra, m=disabled: m(x, s, **e)
 
     keys = list(runs)
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in keys}
+    times: dict[str, dict[tuple[str, str], list[float]]] = {c: {k: [] for k in keys} for c in CLOCKS}
     outputs: dict[tuple[str, str], torch.Tensor] = {}
+    last: dict[tuple[str, str], dict[str, float]] = {}
     for rep in range(warmup + reps):
         order = keys[rep % len(keys) :] + keys[: rep % len(keys)]  # rotate: every case meets every position
         for key in order:
@@ -448,14 +461,16 @@ def run_bench(
             dt, out = _time(runs[key])
             calls_per_run[key] = den.calls - before
             if rep >= warmup:
-                times[key].append(dt)
+                for clock in CLOCKS:
+                    times[clock][key].append(dt[clock])
             outputs[key] = out
+            last[key] = dt
         log(
             f"[bench speed] repetition {rep + 1}/{warmup + reps}"
             + (" (warm-up)" if rep < warmup else "")
             + ": "
             + ", ".join(
-                f"{k[0]} {k[1]} {times[k][-1] if times[k] and rep >= warmup else dt:.2f} s" for k in order
+                f"{k[0]} {k[1]} cpu {last[k]['cpu']:.2f} s wall {last[k]['wall']:.2f} s" for k in order
             )
         )
 
@@ -469,7 +484,8 @@ def run_bench(
         p, gd, d = (case.label, "plain"), (case.label, "guided"), (case.label, "disabled")
         kinds = [k for k in ("plain", "guided", "disabled") if (case.label, k) in runs]
         plan = _plan(case)
-        r = summarise([a / b for a, b in zip(times[gd], times[p], strict=True)])
+        ratio = {c: summarise(_paired(times[c][gd], times[c][p])) for c in CLOCKS}
+        r = ratio["cpu"]
         f_high, f_low = flops[case.target], flops[plan.low_size[0]]
         bound = flop_bound(f_high, f_low)
         out = {
@@ -477,12 +493,13 @@ def run_bench(
             "plan": plan.describe(latent_factor=8),
             "target_latent": case.target,
             "low_latent": list(plan.low_size),
-            "seconds": {k: summarise(times[(case.label, k)]) for k in kinds},
+            "seconds": {c: {k: summarise(times[c][(case.label, k)]) for k in kinds} for c in CLOCKS},
             "model_calls": {k: calls_per_run[(case.label, k)] for k in kinds},
             "flops_high": f_high,
             "flops_low": f_low,
             "flops_measured": {k: real_flops[(case.label, k)] for k in kinds},
             "ratio_guided_plain": r,
+            "ratio_guided_plain_wall": ratio["wall"],
             "bound": bound,
             "ratio_over_bound": r["median"] / bound,
             "job_ratio": job_ratio(r["median"], n_guided),
@@ -492,7 +509,8 @@ def run_bench(
             "peak_with_weights_guided_over_plain": (weight_bytes + peaks[gd]) / (weight_bytes + peaks[p]),
         }
         if d in runs:
-            out["ratio_disabled_plain"] = summarise([a / b for a, b in zip(times[d], times[p], strict=True)])
+            out["ratio_disabled_plain"] = summarise(_paired(times["cpu"][d], times["cpu"][p]))
+            out["ratio_disabled_plain_wall"] = summarise(_paired(times["wall"][d], times["wall"][p]))
             out["disabled_bit_identical"] = bool(torch.equal(outputs[p], outputs[d]))
             out["peak_disabled_over_plain"] = peaks[d] / peaks[p]
         cases_out.append(out)
@@ -577,19 +595,22 @@ def format_report(rep: dict[str, Any]) -> str:
         "",
     ]
     for c in rep["cases"]:
-        sec = c["seconds"]
         lines.append(f"{c['case']}: {c['plan']}")
-        lines.append(
-            "  seconds per step, median [IQR]: " + ", ".join(f"{k} {_stat(v)}" for k, v in sec.items())
-        )
+        for clock in CLOCKS:
+            sec = c["seconds"][clock]
+            lines.append(
+                f"  {clock} seconds per step, median [IQR]: "
+                + ", ".join(f"{k} {_stat(v)}" for k, v in sec.items())
+            )
         lines.append(f"  model calls per step: {c['model_calls']}")
         lines.append(
-            f"  guided/plain {_stat(c['ratio_guided_plain'], '.4f')}; bound 1 + {_gflop(c['flops_low'])} / "
+            f"  guided/plain {_stat(c['ratio_guided_plain'], '.4f')} (wall {_stat(c['ratio_guided_plain_wall'], '.4f')}); bound 1 + {_gflop(c['flops_low'])} / "
             f"{_gflop(c['flops_high'])} = {c['bound']:.4f}; ratio/bound {c['ratio_over_bound']:.4f}"
         )
         if "ratio_disabled_plain" in c:
             lines.append(
-                f"  disabled/plain {_stat(c['ratio_disabled_plain'], '.4f')}; output bit-identical to plain: "
+                f"  disabled/plain {_stat(c['ratio_disabled_plain'], '.4f')} (wall "
+                f"{_stat(c['ratio_disabled_plain_wall'], '.4f')}); output bit-identical to plain: "
                 f"{c['disabled_bit_identical']}"
             )
         lines.append(f"  {STEPS}-step job: {c['job_ratio']:.4f} x plain (FLOP bound {c['job_bound']:.4f})")
