@@ -34,6 +34,7 @@ __all__ = [
     "process_before_every_sampling",
     "ForgeGenerationState",
     "generation_state",
+    "begin_generation",
     "make_post_cfg_function",
     "detect_model_family",
     "convention_for_predictor",
@@ -79,6 +80,13 @@ def generation_state(p: Any) -> ForgeGenerationState:
     if not isinstance(state, ForgeGenerationState):
         state = ForgeGenerationState()
         setattr(p, _STATE_ATTR, state)
+    return state
+
+
+def begin_generation(p: Any) -> ForgeGenerationState:
+    """A fresh state for a new generation on p (drops one copied from another processing object)."""
+    state = ForgeGenerationState()
+    setattr(p, _STATE_ATTR, state)
     return state
 
 

@@ -277,3 +277,15 @@ def test_sampling_end_to_end_changes_result(fm):
     assert torch.isfinite(guided).all()
     assert (guided - plain).abs().max() > 1e-3
     assert not p._upsample_guidance_forge_state.off
+
+
+def test_begin_generation_resets_state(fm, capsys):
+    unet = _unet(fm, fm.kp.Prediction())
+    p = make_p(unet)
+    forge.generation_state(p).turn_off("simulated")
+    forge.process_before_every_sampling(p, ON)
+    assert p.sd_model.forge_objects.unet is unet  # off for the rest of this generation
+    forge.begin_generation(p)  # a new generation on the same (copied) p
+    forge.process_before_every_sampling(p, ON)
+    assert p.sd_model.forge_objects.unet is not unet
+    assert capsys.readouterr().out.count("[Upsample guidance]") == 1
