@@ -372,3 +372,25 @@ def test_fuzzed_malformed_infotext_never_raises(host, capsys):
     assert infotext.parse_params("not a dict") == {}
     out = capsys.readouterr().out
     assert "ignoring malformed infotext value" in out
+
+
+def test_forge_hosts_route_to_the_forge_adapter(host, monkeypatch):
+    """On a Forge-family host the script hands the same validated settings to forge.process_before_every_sampling
+    (and leaves the A1111 callbacks alone)."""
+    module = host.script_module
+    seen = []
+    monkeypatch.setattr(module, "HOST", "forge")
+    monkeypatch.setattr(module.forge, "process_before_every_sampling", lambda p, s: seen.append((p, s)))
+    p = host.txt2img([True, 1.1, 0.5, "Auto", "box", False], prompt="a", steps=2)
+    p.scripts.process(p)
+    assert module.a1111.generation_state(p) is None
+    p.scripts.process_before_every_sampling(p, x=torch.zeros(1, 4, 16, 16), noise=None, c=None, uc=None)
+    (_, settings), = seen
+    assert (settings.enabled, settings.guidance_scale, settings.eta, settings.resampler, settings.guide_hires_pass) == (
+        True, 1.1, 0.5, "box", False)
+    assert settings.base_resolution == 512  # "Auto" resolved from the Settings tab for a known family (SD 1.x)
+    seen.clear()
+    p = host.txt2img([False], prompt="a", steps=2)
+    p.scripts.process(p)
+    p.scripts.process_before_every_sampling(p, x=torch.zeros(1, 4, 16, 16), noise=None, c=None, uc=None)
+    assert seen == []
