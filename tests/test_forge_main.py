@@ -289,3 +289,24 @@ def test_begin_generation_resets_state(fm, capsys):
     forge.process_before_every_sampling(p, ON)
     assert p.sd_model.forge_objects.unet is not unet
     assert capsys.readouterr().out.count("[Upsample guidance]") == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["epsilon", "flow"])
+def test_matches_on_cuda(fm, kind):
+    """Same check with model and tensors on the GPU (the sigma table and schedule stay on the CPU)."""
+    torch.manual_seed(31)
+    flow = kind == "flow"
+    unet = _unet(fm, fm.kp.PredictionFlux() if flow else fm.kp.Prediction())
+    unet.model.to("cuda")
+    x = torch.randn(2, 4, 16, 32, device="cuda")
+    sigma = torch.full((2,), 0.7 if flow else 3.0, device="cuda")
+    ctx, uctx = torch.randn(2, 7, 8, device="cuda"), torch.randn(2, 7, 8, device="cuda")
+    cond, uncond = _conds(fm, [ctx]), fm.cond.compile_conditions(uctx)
+    settings = UGSettings(enabled=True, guidance_scale=0.8, eta=1.0, base_resolution=96 if flow else 88)
+    p, patched = _patched(fm, unet, settings, cfg=5.0, family_flags={"is_sd1": not flow})
+    den = _run(fm, unet, x, sigma, cond, uncond, 5.0)
+    got = _run(fm, patched, x, sigma, cond, uncond, 5.0)
+    want = expected_guided(unet.model, x, sigma, den, [(ctx, 1.0)], uctx, 5.0, 0.8, flow=flow)
+    assert got.device.type == "cuda" and not p._upsample_guidance_forge_state.off
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
