@@ -229,9 +229,39 @@ def lower_conditions(conds: list | None, size: tuple[int, int], down: Callable) 
     return [lower_condition(c, size, down) for c in conds]
 
 
-def combine_cfg(cond_pred: torch.Tensor, uncond_pred: torch.Tensor, cond_scale: float, conds: list) -> torch.Tensor:
-    """The hosts' CFG combination: uncond + (cond - uncond) * scale * s, s = sum of the AND-prompt strengths
-    when it is not 1 (as in Forge's sampling_function_inner / ldm_patched cfg)."""
+def combine_cfg(
+    cond_pred: torch.Tensor,
+    uncond_pred: torch.Tensor,
+    cond_scale: float,
+    conds: list,
+    *,
+    x: torch.Tensor | None = None,
+    level: torch.Tensor | None = None,
+    model: Any = None,
+    model_options: dict | None = None,
+) -> torch.Tensor:
+    """The hosts' CFG combination, so that the low-res rows are combined exactly like the full-size ones.
+
+    With a custom CFG function in model_options["sampler_cfg_function"] (Forge's DynamicThresholding, CFG
+    rescale, ...): x - fn(args), args as the host builds them (cond/uncond as x - prediction). Otherwise
+    uncond + (cond - uncond) * scale * s, s = sum of the AND-prompt strengths when it is not 1 (Forge's
+    sampling_function_inner, ldm_patched's sampling_function / cfg_function).
+    """
+    cfg_function = (model_options or {}).get("sampler_cfg_function")
+    if cfg_function is not None and x is not None:
+        args = {
+            "cond": x - cond_pred,
+            "uncond": x - uncond_pred,
+            "cond_scale": cond_scale,
+            "timestep": level,
+            "input": x,
+            "sigma": level,
+            "cond_denoised": cond_pred,
+            "uncond_denoised": uncond_pred,
+            "model": model,
+            "model_options": model_options,
+        }
+        return x - cfg_function(args)
     edit_strength = sum(float(c.get("strength", 1.0)) for c in conds)
     factor = cond_scale if math.isclose(edit_strength, 1.0) else cond_scale * edit_strength
     return uncond_pred + (cond_pred - uncond_pred) * factor
@@ -331,7 +361,16 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     calc = ctx.calc_cond_uncond_batch or _host_calc_cond_uncond_batch(model)
     level_low = torch.as_tensor(query.level).to(device=sigma.device, dtype=sigma.dtype).reshape(-1)
     cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, args["model_options"])
-    den_low = combine_cfg(cond_low, uncond_low, cond_scale, conds)
+    den_low = combine_cfg(
+        cond_low,
+        uncond_low,
+        cond_scale,
+        conds,
+        x=query.x,
+        level=level_low,
+        model=model,
+        model_options=args["model_options"],
+    )
     guided = query.apply(denoised, den_low)
     if guided.shape != denoised.shape:
         raise RuntimeError(f"guided prediction has shape {tuple(guided.shape)}, expected {tuple(denoised.shape)}")

@@ -310,3 +310,31 @@ def test_matches_on_cuda(fm, kind):
     want = expected_guided(unet.model, x, sigma, den, [(ctx, 1.0)], uctx, 5.0, 0.8, flow=flow)
     assert got.device.type == "cuda" and not p._upsample_guidance_forge_state.off
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _rescaled_cfg(args):
+    """A CFG-rescale-like custom CFG function (std matching, phi 0.7): returns x - result, as Forge expects."""
+    cond, uncond, s = args["cond"], args["uncond"], args["cond_scale"]
+    eps_cfg = uncond + s * (cond - uncond)
+    ratio = cond.std(dim=(1, 2, 3), keepdim=True) / eps_cfg.std(dim=(1, 2, 3), keepdim=True)
+    return 0.7 * eps_cfg * ratio + 0.3 * eps_cfg
+
+
+def test_custom_cfg_function_is_mirrored(fm):
+    """With a sampler_cfg_function (DynamicThresholding, CFG rescale) the low-res rows get the same function."""
+    torch.manual_seed(10)
+    unet = _unet(fm, fm.kp.Prediction())
+    unet.set_model_sampler_cfg_function(_rescaled_cfg)
+    x, sigma = torch.randn(2, 4, 16, 16), torch.full((2,), 2.0)
+    c, u = torch.randn(2, 7, 8), torch.randn(2, 7, 8)
+    cond, uncond = _conds(fm, [c]), fm.cond.compile_conditions(u)
+    _, patched = _patched(fm, unet, cfg=8.0)
+    den = _run(fm, unet, x, sigma, cond, uncond, 8.0)
+    got = _run(fm, patched, x, sigma, cond, uncond, 8.0)
+    x_lo, lvl = torch.nn.functional.avg_pool2d(x, 2), sigma / 2
+    c_lo = unet.model.apply_model(x_lo, lvl, c_crossattn=c)
+    u_lo = unet.model.apply_model(x_lo, lvl, c_crossattn=u)
+    den_lo = x_lo - _rescaled_cfg({"input": x_lo, "cond": x_lo - c_lo, "uncond": x_lo - u_lo, "cond_scale": 8.0})
+    pool = torch.nn.functional.avg_pool2d
+    want = den + 0.8 * (den_lo - pool(den, 2)).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
