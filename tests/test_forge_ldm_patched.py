@@ -85,7 +85,7 @@ def test_cfg_one(lp, style):
     unet.model.calls.clear()
     got = lp.samplers.sampling_function(patched.model, x, sigma, uncond, cond, 1.0, patched.model_options)
     assert unet.model.calls == [(1, 4, 16, 16), (1, 4, 8, 8)]
-    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], None, 1.0, 1.0))
+    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], None, 1.0, 1.0), rtol=1e-5, atol=1e-5)
 
 
 def test_reforge_cond_scale_from_args(lp):
@@ -101,7 +101,7 @@ def test_reforge_cond_scale_from_args(lp):
     patched = p.sd_model.forge_objects.unet
     den = lp.samplers.sampling_function(unet.model, x, sigma, uncond, cond, 4.5, unet.model_options)
     got = lp.samplers.sampling_function(patched.model, x, sigma, uncond, cond, 4.5, patched.model_options)
-    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 4.5, 1.0))
+    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 4.5, 1.0), rtol=1e-5, atol=1e-5)
 
 
 def test_model_families(lp):

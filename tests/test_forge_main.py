@@ -173,7 +173,7 @@ def test_hires_pass_uses_hr_cfg(fm):
     cond, uncond = _conds(fm, [c]), fm.cond.compile_conditions(u)
     den = _run(fm, unet, x, sigma, cond, uncond, 2.0)
     got = _run(fm, patched, x, sigma, cond, uncond, 2.0)
-    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 2.0, 0.8))
+    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 2.0, 0.8), rtol=1e-5, atol=1e-5)
 
 
 def test_hires_pass_not_guided_when_off(fm):
