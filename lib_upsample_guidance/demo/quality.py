@@ -1,0 +1,195 @@
+"""``python -m lib_upsample_guidance bench quality [--n N] [--json]``: upsample guidance vs plain and
+hires-fix-style sampling on the shipped 16 px model, at 1.5x (spectral pair), 2x and 3x (box pair).
+
+Per factor and method (see :mod:`.pipeline`): structure rate (exactly one object), duplicate rate, object
+scale against the base-size samples' (sqrt of the area-fraction ratio), sliced Wasserstein distance between
+the outputs brought down to the base size and base-size samples from independent noise, wall time per image
+and model cost relative to plain sampling (network pixels evaluated). Then a sweep of eta (guided fraction
+of the time axis) and theta (guidance scale) at 2x, saved as a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("base", "plain", "ug", "hires", "ug_hires")
+FACTORS = (1.5, 2.0, 3.0)
+SWEEP_ETAS = (0.2, 0.4, 0.6, 0.8, 1.0)
+SWEEP_THETAS = (0.5, 1.0, 1.5)
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m lib_upsample_guidance bench quality", description=__doc__)
+    ap.add_argument("--n", type=int, default=64, help="images per factor and method (default 64)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=20, help="sampler steps per pass (default 20)")
+    ap.add_argument("--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)")
+    ap.add_argument("--factors", default="1.5,2,3", help="comma-separated target/base factors")
+    ap.add_argument("--sweep-n", type=int, default=32, help="images per eta/theta point; 0 skips the sweep")
+    ap.add_argument("--out", type=Path, default=Path("bench_out"),
+                    help="folder for quality.json, eta_theta_sweep.png, quality_grid.png (default bench_out)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: far faster than 2 when other jobs share the cores)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    return ap
+
+
+def _log(quiet: bool, msg: str) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the quality bench; returns the exit status (0 ok, 2 bad input or missing dependency)."""
+    args = _parser().parse_args(argv)
+    try:
+        factors = tuple(float(f) for f in args.factors.split(","))
+    except ValueError:
+        factors = ()
+    if not factors or any(not (1.0 < f <= 8.0) for f in factors):
+        print(f"[Upsample guidance] bench quality: --factors must be numbers in (1, 8], got {args.factors!r}",
+              file=sys.stderr)
+        return 2
+    if not (2 <= args.n <= 1024) or not (0 <= args.sweep_n <= 1024) or not (2 <= args.steps <= 200):
+        print("[Upsample guidance] bench quality: need 2 <= --n <= 1024, 0 <= --sweep-n <= 1024, "
+              "2 <= --steps <= 200", file=sys.stderr)
+        return 2
+    import torch
+
+    from .images import MissingPillow, require_pillow
+    from .wrapper import load_model
+
+    try:
+        require_pillow()
+        model, meta = load_model()
+    except (MissingPillow, FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        print(f"[Upsample guidance] bench quality: {exc}", file=sys.stderr)
+        return 2
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        return _run(args, factors, model, meta)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict[str, str]) -> int:
+    from .images import image_grid, line_plot
+    from .metrics import data_detail, summarise
+    from .pipeline import LABELS, Settings, initial_noise, run_method, target_size
+    from .wrapper import ModelDenoiser
+
+    t_start = time.time()
+    base = int(meta.get("base_size", 16))
+    den = ModelDenoiser(model)
+    s0 = Settings(base=base, steps=args.steps, denoise=args.denoise)
+    # Independent base-size samples: the reference distribution and the expected object area.
+    ref = run_method("base", den, initial_noise(args.n, base, args.seed + 10_000), s0).images
+    ref_metrics = summarise(ref, base=base)
+    area_ref = ref_metrics["object_area"]
+    results: dict = {"base_size": base, "n": args.n, "steps": args.steps, "sampler": s0.sampler,
+                     "denoise": args.denoise, "seed": args.seed, "theta": s0.theta, "eta": s0.eta,
+                     "reference_object_area": area_ref, "factors": {}}
+    grid_rows = []
+    for factor in factors:
+        size = target_size(base, factor)
+        eps = initial_noise(args.n, size, args.seed)
+        detail_ref = {base: data_detail(base), size: data_detail(size)}
+        per: dict = {}
+        res_base = None
+        plain_pixels = None
+        for method in METHODS:
+            _log(args.quiet, f"factor {size / base:g}x ({size}px): {LABELS[method]}")
+            res = run_method(method, den, eps, s0, seed=args.seed, base_result=res_base,
+                             progress=not args.quiet)
+            if method == "base":
+                res_base = res
+            if method == "plain":
+                plain_pixels = res.model_pixels
+            m = summarise(res.images, base=base, reference=ref, area_ref=area_ref,
+                          detail_ref=detail_ref[res.images.shape[-1]])
+            m["seconds_per_image"] = res.seconds / args.n
+            m["model_pixels_per_image"] = res.model_pixels / args.n
+            per[method] = m
+            if factor == 2.0 or len(factors) == 1:
+                grid_rows.append((f"{LABELS[method]}\n{res.images.shape[-1]} px\n"
+                                  f"one object {m['structure_rate']:.0%}", res.images[:8]))
+        for m in per.values():
+            m["cost_vs_plain"] = m["model_pixels_per_image"] * args.n / max(1, plain_pixels)
+        kind = "spectral" if (size % base) else "box"
+        results["factors"][f"{size / base:g}"] = {"target_size": size, "resampler": kind, "methods": per}
+    sweep = None
+    if args.sweep_n:
+        size = target_size(base, 2.0)
+        eps = initial_noise(args.sweep_n, size, args.seed + 1)
+        sweep = {"factor": size / base, "n": args.sweep_n, "points": []}
+        plain = run_method("plain", den, eps, s0)
+        plain_rate = summarise(plain.images, base=base)["structure_rate"]
+        for theta in SWEEP_THETAS:
+            for eta in SWEEP_ETAS:
+                _log(args.quiet, f"sweep 2x: theta {theta:g}, eta {eta:g}")
+                s = Settings(base=base, steps=args.steps, theta=theta, eta=eta, denoise=args.denoise)
+                res = run_method("ug", den, eps, s)
+                m = summarise(res.images, base=base, reference=ref[: args.sweep_n] if args.sweep_n <= args.n
+                              else None, area_ref=area_ref)
+                sweep["points"].append({"theta": theta, "eta": eta, **m})
+        sweep["plain_structure_rate"] = plain_rate
+        results["sweep"] = sweep
+    results["total_seconds"] = time.time() - t_start
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_text(json.dumps(results, indent=1))
+    if grid_rows:
+        image_grid(grid_rows, args.out / "quality_grid.png", cell=64, label_width=150,
+                   title="bench quality: first 8 images per method at 2x (same noise per column)")
+    if sweep:
+        series = {}
+        for theta in SWEEP_THETAS:
+            pts = [p for p in sweep["points"] if p["theta"] == theta]
+            series[f"theta {theta:g}"] = ([0.0] + [p["eta"] for p in pts],
+                                          [plain_rate] + [p["structure_rate"] for p in pts])
+        line_plot(series, args.out / "eta_theta_sweep.png", ylim=(0.0, 1.0), xlabel="eta (guided fraction of t)",
+                  ylabel="one-object rate",
+                  title=f"2x ({size}px), n={args.sweep_n}: structure rate vs eta and theta (eta 0 = plain)")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(format_table(results))
+        if sweep:
+            print(format_sweep(sweep))
+        print(f"wrote {args.out / 'quality.json'} ({results['total_seconds']:.0f} s in all)")
+    return 0
+
+
+def format_table(results: dict) -> str:
+    """Markdown table of the per-factor results."""
+    from .pipeline import LABELS
+
+    lines = ["| factor | method | one object | duplicates | object scale | detail | SWD to base | s/image | cost |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for fkey, fres in results["factors"].items():
+        for method, m in fres["methods"].items():
+            label = f"{fkey}x ({fres['target_size']} px, {fres['resampler']})"
+            lines.append(
+                f"| {label} | {LABELS[method]} | {m['structure_rate']:.0%} | {m['duplicate_rate']:.0%} | "
+                f"{m.get('object_scale', float('nan')):.2f} | {m.get('detail', float('nan')):.2f} | "
+                f"{m.get('swd_to_base', float('nan')):.3f} | "
+                f"{m['seconds_per_image'] * 1000:.0f} ms | {m['cost_vs_plain']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def format_sweep(sweep: dict) -> str:
+    """Markdown table: structure rate per (theta, eta)."""
+    etas = sorted({p["eta"] for p in sweep["points"]})
+    thetas = sorted({p["theta"] for p in sweep["points"]})
+    lines = ["| theta \\ eta | 0 (plain) | " + " | ".join(f"{e:g}" for e in etas) + " |",
+             "|---" * (len(etas) + 2) + "|"]
+    for th in thetas:
+        row = [f"{p['structure_rate']:.0%}" for e in etas for p in sweep["points"] if p["theta"] == th and p["eta"] == e]
+        lines.append(f"| {th:g} | {sweep['plain_structure_rate']:.0%} | " + " | ".join(row) + " |")
+    return "\n".join(lines)

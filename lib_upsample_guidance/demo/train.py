@@ -1,0 +1,119 @@
+"""Train the demo model (CPU): ``python -m lib_upsample_guidance.demo.train --seed 0 --size 16 --minutes 30``.
+
+Objective: v-prediction MSE, t ~ U(0, 1), x_t = a(t) x0 + s(t) eps (see :mod:`.model`), AdamW with a
+linear warm-up, an exponential moving average (EMA) of the weights that is what gets saved. Writes the EMA
+weights as safetensors (fp16, architecture and training record in the metadata) and a JSON training record
+(command, seed, loss curve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .dataset import sample_batch
+from .model import SmallUNet, UNetConfig, config_to_metadata
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "shapes16.safetensors"
+
+
+def v_loss(model: SmallUNet, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """mean over pixels and batch of (model(x_t, t) - v)^2 with v = a eps - s x0."""
+    n = x0.shape[0]
+    t = torch.rand(n, generator=gen)
+    eps = torch.randn(x0.shape, generator=gen)
+    a = torch.cos(t * math.pi / 2)[:, None, None, None]
+    s = torch.sin(t * math.pi / 2)[:, None, None, None]
+    xt = a * x0 + s * eps
+    v = a * eps - s * x0
+    return (model(xt, t) - v).pow(2).mean()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib_upsample_guidance.demo.train", description=__doc__)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=16, help="training image side in pixels")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    ap.add_argument("--max-steps", type=int, default=100000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--channels", default="24,48,64", help="UNet channels per level, comma-separated")
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--record", type=Path, default=Path("docs/training_record.json"))
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    cfg = UNetConfig(channels=tuple(int(c) for c in args.channels.split(",")))
+    model = SmallUNet(cfg)
+    ema = SmallUNet(cfg)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"training {n_params} parameters at {args.size}x{args.size}, {args.minutes} min budget", flush=True)
+
+    curve: list[dict[str, float]] = []
+    t0 = time.time()
+    acc, acc_n, step = 0.0, 0, 0
+    budget = args.minutes * 60
+    while step < args.max_steps and time.time() - t0 < budget:
+        frac = (time.time() - t0) / budget
+        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x0, _ = sample_batch(args.batch, args.size, gen, with_info=False)
+        loss = v_loss(model, x0, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        acc += float(loss.detach())
+        acc_n += 1
+        if step % 50 == 0:
+            elapsed = time.time() - t0
+            curve.append({"step": step, "seconds": round(elapsed, 1), "loss": acc / acc_n, "lr": lr})
+            print(f"step {step} t={elapsed:.0f}s loss={acc / acc_n:.4f} lr={lr:.2e}", flush=True)
+            acc, acc_n = 0.0, 0
+            if step % 500 == 0:
+                _save(ema, cfg, args, step, time.time() - t0, curve)
+    _save(ema, cfg, args, step, time.time() - t0, curve)
+    print(f"done: {step} steps in {time.time() - t0:.0f}s -> {args.out}", flush=True)
+    return 0
+
+
+def _save(ema: SmallUNet, cfg: UNetConfig, args: argparse.Namespace, step: int, seconds: float,
+          curve: list[dict[str, float]]) -> None:
+    from safetensors.torch import save_file
+
+    command = "python -m lib_upsample_guidance.demo.train " + " ".join(sys.argv[1:])
+    meta = config_to_metadata(cfg)
+    meta.update({"base_size": str(args.size), "seed": str(args.seed), "steps": str(step),
+                 "train_seconds": f"{seconds:.0f}", "objective": "v-prediction, cosine VP schedule",
+                 "command": command})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()}
+    save_file(sd, str(args.out), metadata=meta)
+    record = {"command": command, "seed": args.seed, "size": args.size, "batch": args.batch, "lr": args.lr,
+              "ema": args.ema, "threads": args.threads, "steps": step, "train_seconds": round(seconds, 1),
+              "parameters": sum(p.numel() for p in ema.parameters()), "loss_curve": curve}
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    args.record.write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

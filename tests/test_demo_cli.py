@@ -1,0 +1,104 @@
+"""Demo command, quality bench and their use of the core's UpsampleGuidedDenoiser (shipped weights)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lib_upsample_guidance.__main__ import main as cli_main
+from lib_upsample_guidance.demo import pipeline
+from lib_upsample_guidance.demo.wrapper import ModelDenoiser, load_model
+
+pytest.importorskip("PIL")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread (far faster on shared cores); restored afterwards for other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def den() -> ModelDenoiser:
+    model, meta = load_model()
+    assert meta["base_size"] == "16"
+    return ModelDenoiser(model)
+
+
+def test_weights_are_small_safetensors_with_a_training_record() -> None:
+    from lib_upsample_guidance.demo.wrapper import DEFAULT_WEIGHTS
+
+    assert DEFAULT_WEIGHTS.suffix == ".safetensors" and DEFAULT_WEIGHTS.stat().st_size < 4_000_000
+    _, meta = load_model()
+    assert meta["command"].startswith("python -m lib_upsample_guidance.demo.train")
+    assert int(meta["steps"]) > 0 and meta["seed"] == "0"
+
+
+def test_guided_step_matches_an_independent_computation(den: ModelDenoiser) -> None:
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 3.0
+    sigma = torch.tensor([3.0, 3.0])
+    s = pipeline.Settings(base=16, theta=0.8, eta=1.0)
+    out = pipeline.guided(den, s)(x, sigma)
+    # independent: D = 2x2 average pooling, U = nearest repeat, low-res query at sigma / sqrt(4)
+    d0 = den(x, sigma)
+    d_low = den(F.avg_pool2d(x, 2), sigma / 2)
+    expected = d0 + 0.8 * F.interpolate(d_low - F.avg_pool2d(d0, 2), scale_factor=2, mode="nearest")
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_zero_guidance_is_bit_identical_to_plain(den: ModelDenoiser) -> None:
+    eps = pipeline.initial_noise(2, 32, 1)
+    s = pipeline.Settings(base=16, steps=3, theta=0.0)
+    plain = pipeline.run_method("plain", den, eps, s).images
+    assert torch.equal(pipeline.run_method("ug", den, eps, s).images, plain)
+    s_eta0 = pipeline.Settings(base=16, steps=3, eta=0.0)
+    assert torch.equal(pipeline.run_method("ug", den, eps, s_eta0).images, plain)
+    assert not torch.equal(pipeline.run_method("ug", den, eps, pipeline.Settings(base=16, steps=3)).images, plain)
+
+
+def test_projected_noise_has_unit_variance_for_both_pairs() -> None:
+    eps = pipeline.initial_noise(64, 48, 0)
+    for size in (16, 24, 32):
+        low = pipeline.project_noise(eps, size)
+        assert low.shape[-1] == size and abs(float(low.std()) - 1.0) < 0.03
+
+
+def test_demo_command_writes_grid_and_metrics(tmp_path, capsys) -> None:
+    rc = cli_main(["demo", "--out", str(tmp_path), "--n", "2", "--steps", "3", "--seed", "5", "--quiet"])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
+    assert metrics["target_size"] == 32 and set(metrics["methods"]) == {"base", "plain", "ug", "hires"}
+    assert metrics["methods"]["ug"]["model_cost_vs_plain"] == pytest.approx(1.25)
+    from PIL import Image
+
+    with Image.open(tmp_path / "demo_grid.png") as im:
+        assert im.width > 300 and im.height > 300
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [["--factor", "1"], ["--factor", "abc"], ["--n", "0"], ["--denoise", "2"]])
+def test_demo_bad_input_is_a_message_not_a_traceback(bad, tmp_path, capsys) -> None:
+    try:
+        rc = cli_main(["demo", "--out", str(tmp_path), *bad])
+    except SystemExit as exc:  # argparse's own message for a non-number
+        rc = exc.code
+    assert rc == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_bench_quality_tiny_run(tmp_path, capsys) -> None:
+    rc = cli_main(["bench", "quality", "--n", "2", "--steps", "3", "--sweep-n", "2", "--factors", "1.5,2",
+                   "--out", str(tmp_path), "--json", "--quiet"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["factors"]) == {"1.5", "2"}
+    assert res["factors"]["1.5"]["resampler"] == "spectral" and res["factors"]["2"]["resampler"] == "box"
+    for m in res["factors"]["2"]["methods"].values():
+        assert {"structure_rate", "object_scale", "swd_to_base", "seconds_per_image", "detail"} <= set(m)
+    assert (tmp_path / "eta_theta_sweep.png").is_file() and (tmp_path / "quality.json").is_file()
