@@ -84,6 +84,7 @@ class UpsampleGuidanceScript(scripts.Script):
     def __init__(self):
         super().__init__()
         self._size_inputs = {"txt2img": [None, None], "img2img": [None, None]}
+        self._built = set()
 
     def title(self):
         return "Upsample guidance"
@@ -98,8 +99,13 @@ class UpsampleGuidanceScript(scripts.Script):
 
     def ui(self, is_img2img):
         defaults = settings_tab.defaults_from_opts(shared.opts)
-        size = self._size_inputs["img2img" if is_img2img else "txt2img"]
-        controls = ui.build(self.elem_id, defaults, _readout, tuple(size) if all(size) else None)
+        tab = "img2img" if is_img2img else "txt2img"
+        size = self._size_inputs[tab]
+        # the HTTP API calls ui() again inside a throwaway gr.Blocks to read defaults: wire the page's width
+        # and height to the readout only on the first build
+        wire = all(size) and tab not in self._built
+        self._built.add(tab)
+        controls = ui.build(self.elem_id, defaults, _readout, tuple(size) if wire else None)
         self.infotext_fields = controls.infotext_fields
         self.paste_field_names = list(infotext.KEYS)
         return controls.inputs

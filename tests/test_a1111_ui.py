@@ -107,3 +107,12 @@ def test_paste_fields_through_the_paste_logic(host):
     params = infotext_utils.parse_generation_parameters("a cat\nSteps: 20, Sampler: Euler, Seed: 1")
     values = [v for _, v in infotext_utils.paste_values(runner.infotext_fields, params)]
     assert values[0] is False and all(v is infotext_utils.UNCHANGED for v in values[1:])
+
+
+def test_api_default_args_call_ui_again(host):
+    """The API's init_default_script_args calls ui() twice more on the same script inside a new Blocks."""
+    _, runner, script, _ = build(host)
+    with gr.Blocks():
+        first = script.ui(script.is_img2img)
+        second = script.ui(script.is_img2img)
+    assert [c.value for c in first] == [c.value for c in second] == [False, 1.0, 0.6, "Auto", "auto", True]
