@@ -205,11 +205,11 @@ def on_cfg_denoised(params: Any) -> None:
 
 def _write_infotext(p: Any, state: GenerationState) -> None:
     key = model_family(shared.sd_model)
-    p.extra_generation_params.update(
-        infotext.make_params(
-            state.settings, base_px=state.base_px(key), hires_used=bool(getattr(p, "enable_hr", False))
-        )
+    params = infotext.make_params(
+        state.settings, base_px=state.base_px(key), hires_used=bool(getattr(p, "enable_hr", False))
     )
+    # XYZ plot cells are shallow copies of one p sharing this dict: write into our own copy
+    p.extra_generation_params = {**p.extra_generation_params, **params}
 
 
 # --------------------------------------------------------------------------------------------------

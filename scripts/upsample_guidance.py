@@ -118,6 +118,10 @@ class UpsampleGuidanceScript(scripts.Script):
         return settings.with_overrides(overrides)
 
     def process(self, p, *args):
+        extra = getattr(p, "extra_generation_params", None)
+        if isinstance(extra, dict) and any(key in extra for key in infotext.KEYS):
+            # stale keys from another generation sharing this dict (XYZ cells): guidance has not run yet here
+            p.extra_generation_params = {k: v for k, v in extra.items() if k not in infotext.KEYS}
         setattr(p, SETTINGS_ATTR, None)
         a1111.begin_generation(p, UGSettings())  # clears any state copied from another p
         try:
@@ -175,9 +179,8 @@ class UpsampleGuidanceScript(scripts.Script):
                 resampler=settings.resampler,
             )
             if plan is not None:
-                p.extra_generation_params.update(
-                    infotext.make_params(settings, base_px=int(base), hires_used=bool(getattr(p, "enable_hr", False)))
-                )
+                params = infotext.make_params(settings, base_px=int(base), hires_used=bool(getattr(p, "enable_hr", False)))
+                p.extra_generation_params = {**p.extra_generation_params, **params}
         except Exception as error:  # infotext is best effort on Forge
             print(f"{WARNING_PREFIX} could not write the infotext: {error}")
 

@@ -295,6 +295,10 @@ def test_xyz_axes_registered_once_and_applied(host):
     p = host.txt2img([False, 1.0, 0.6, "64", "auto", True], prompt="a", negative_prompt="b", steps=3)
     cells = host.xyz.run_axis(p, "[Upsample guidance] Enabled", "False, True")
     assert "UG" not in cells[0][1].infotexts[0] and "UG scale" in cells[1][1].infotexts[0]
+    # cells share p's extra_generation_params dict (shallow copies): a guided cell must not leak its keys
+    cells = host.xyz.run_axis(p, "[Upsample guidance] Enabled", "True, False")
+    assert "UG scale" in cells[0][1].infotexts[0] and "UG" not in cells[1][1].infotexts[0]
+    assert "UG scale" not in p.extra_generation_params
     p = host.txt2img(ON, prompt="a", negative_prompt="b", steps=3)
     cells = host.xyz.run_axis(p, "[Upsample guidance] Scale", "0.5, 1.5")
     assert [c[1].extra_generation_params["UG scale"] for c in cells] == ["0.5", "1.5"]

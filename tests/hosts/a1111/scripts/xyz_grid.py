@@ -57,8 +57,7 @@ def run_axis(p, label, values_text):
         opt.confirm(p, xs)
     results = []
     for x in xs:
-        pc = copy(p)
-        pc.extra_generation_params = dict(p.extra_generation_params)
+        pc = copy(p)  # like the real cell(): a shallow copy, so extra_generation_params is shared with p
         opt.apply(pc, x, xs)
         results.append((opt.format_value(pc, opt, x), processing.process_images(pc)))
     return results
