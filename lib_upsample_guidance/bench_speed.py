@@ -40,6 +40,7 @@ import torch
 from .conventions import DiscreteSigmaTable, KarrasSigma, rows
 from .denoiser import UpsampleGuidedDenoiser
 from .schedule import guidance_weight
+from .step import prepare_low_res_query
 
 __all__ = [
     "UNET_CONFIGS",
@@ -447,6 +448,12 @@ def run_bench(
         inputs[case.label] = (x, sigma, extra)
         runs[(case.label, "plain")] = lambda x=x, s=sigma, e=extra: den(x, s, **e)
         runs[(case.label, "guided")] = lambda x=x, s=sigma, e=extra, m=guided: m(x, s, **e)
+        # the low-res call alone (the core's query: D(x), sigma / sqrt(k)), to split guided - plain into the
+        # second model call and the guidance path around it
+        query = prepare_low_res_query(
+            x, sigma, plan=_plan(case), convention=guided.convention, guidance_scale=1.0, eta=ETA
+        )
+        runs[(case.label, "low")] = lambda q=query, e=extra: den(q.x, q.level.to(q.x.dtype), **e)
         if case == arch.timed[0]:  # the disabled path does not depend on the size: time it once
             runs[(case.label, "disabled")] = lambda x=x, s=sigma, e=extra, m=disabled: m(x, s, **e)
 
@@ -482,7 +489,8 @@ def run_bench(
     cases_out = []
     for case in arch.timed:
         p, gd, d = (case.label, "plain"), (case.label, "guided"), (case.label, "disabled")
-        kinds = [k for k in ("plain", "guided", "disabled") if (case.label, k) in runs]
+        kinds = [k for k in ("plain", "guided", "disabled", "low") if (case.label, k) in runs]
+        lo = (case.label, "low")
         plan = _plan(case)
         ratio = {c: summarise(_paired(times[c][gd], times[c][p])) for c in CLOCKS}
         r = ratio["cpu"]
@@ -507,6 +515,14 @@ def run_bench(
             "peak_bytes": {k: peaks[(case.label, k)] for k in kinds},
             "peak_guided_over_plain": peaks[gd] / peaks[p],
             "peak_with_weights_guided_over_plain": (weight_bytes + peaks[gd]) / (weight_bytes + peaks[p]),
+            "ratio_low_plain": summarise(_paired(times["cpu"][lo], times["cpu"][p])),
+            "flops_ratio_low_plain": f_low / f_high,
+            "overhead_seconds": summarise(
+                [
+                    g - a - b
+                    for g, a, b in zip(times["cpu"][gd], times["cpu"][p], times["cpu"][lo], strict=True)
+                ]
+            ),
         }
         if d in runs:
             out["ratio_disabled_plain"] = summarise(_paired(times["cpu"][d], times["cpu"][p]))
@@ -613,6 +629,10 @@ def format_report(rep: dict[str, Any]) -> str:
                 f"{_stat(c['ratio_disabled_plain_wall'], '.4f')}); output bit-identical to plain: "
                 f"{c['disabled_bit_identical']}"
             )
+        lines.append(
+            f"  low-res call alone / plain {_stat(c['ratio_low_plain'], '.4f')} against FLOPs "
+            f"{c['flops_ratio_low_plain']:.4f}; guided - plain - low {_stat(c['overhead_seconds'], '.3f')} s"
+        )
         lines.append(f"  {STEPS}-step job: {c['job_ratio']:.4f} x plain (FLOP bound {c['job_bound']:.4f})")
         lines.append(
             "  peak bytes allocated during a step: "

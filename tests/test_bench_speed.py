@@ -133,8 +133,8 @@ def test_bench_end_to_end_on_a_tiny_unet(capsys):
     by_case = {c["case"]: c for c in rep["cases"]}
     box, spec = by_case["2x box"], by_case["1.5x spectral"]
     assert box["low_latent"] == [8, 8] and spec["low_latent"] == [8, 8]
-    assert box["model_calls"] == {"plain": 1, "guided": 2, "disabled": 1}
-    assert spec["model_calls"] == {"plain": 1, "guided": 2}
+    assert box["model_calls"] == {"plain": 1, "guided": 2, "disabled": 1, "low": 1}
+    assert spec["model_calls"] == {"plain": 1, "guided": 2, "low": 1}
     assert box["disabled_bit_identical"] is True
     for c in (box, spec):
         assert c["bound"] == pytest.approx(1 + c["flops_low"] / c["flops_high"], rel=1e-12)
@@ -144,6 +144,8 @@ def test_bench_end_to_end_on_a_tiny_unet(capsys):
         assert c["job_bound"] == pytest.approx(1 + n_g / 20 * (c["bound"] - 1))
         # the FLOPs counted on the real CPU calls agree with the meta-device counts
         assert c["flops_measured"]["plain"] == c["flops_high"]
+        assert c["flops_measured"]["low"] == c["flops_low"]
+        assert c["flops_ratio_low_plain"] == pytest.approx(c["flops_low"] / c["flops_high"])
         assert set(c["seconds"]) == {"cpu", "wall"}
         assert c["peak_bytes"]["plain"] > 0
     # a guided step is one target call plus one low-res call, plus the resampling matmuls (spectral only)
