@@ -397,6 +397,30 @@ def _time(fn: Callable[[], Any]) -> tuple[dict[str, float], Any]:
     return {"cpu": time.process_time() - c0, "wall": time.perf_counter() - w0}, out
 
 
+def path_cost_us(case: SizeCase, convention: KarrasSigma, batch: int = 2, n: int = 200) -> dict[str, float]:
+    """Cost of the guidance path alone: UpsampleGuidedDenoiser around an identity "model" (x0 = x, free), median
+    microseconds per call over n calls, guided (sigma_max: guidance on) and disabled (guidance_scale 0)."""
+    x = torch.randn(batch, 4, case.target, case.target)
+    sigma = torch.full((batch,), SIGMA_MAX)
+
+    def identity(x, sigma, **extra):
+        return x
+
+    out = {}
+    for kind, scale in (("guided", 1.0), ("disabled", 0.0)):
+        wrapper = UpsampleGuidedDenoiser(
+            identity, base_size=case.base, guidance_scale=scale, eta=ETA, sigma_to_t=convention.sigma_to_t
+        )
+        samples = []
+        with torch.inference_mode():
+            for _ in range(n + 10):
+                t0 = time.perf_counter()
+                wrapper(x, sigma)
+                samples.append(time.perf_counter() - t0)
+        out[kind] = statistics.median(samples[10:]) * 1e6
+    return out
+
+
 def _paired(a: list[float], b: list[float]) -> list[float]:
     """Per-repetition ratios a_i / b_i (cases timed in the same repetition, next to each other)."""
     return [x / y for x, y in zip(a, b, strict=True)]
@@ -515,6 +539,7 @@ def run_bench(
             "peak_bytes": {k: peaks[(case.label, k)] for k in kinds},
             "peak_guided_over_plain": peaks[gd] / peaks[p],
             "peak_with_weights_guided_over_plain": (weight_bytes + peaks[gd]) / (weight_bytes + peaks[p]),
+            "path_us": path_cost_us(case, convention, batch),
             "ratio_low_plain": summarise(_paired(times["cpu"][lo], times["cpu"][p])),
             "flops_ratio_low_plain": f_low / f_high,
             "overhead_seconds": summarise(
@@ -632,6 +657,10 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(
             f"  low-res call alone / plain {_stat(c['ratio_low_plain'], '.4f')} against FLOPs "
             f"{c['flops_ratio_low_plain']:.4f}; guided - plain - low {_stat(c['overhead_seconds'], '.3f')} s"
+        )
+        lines.append(
+            f"  guidance path alone (identity model): guided {c['path_us']['guided']:.0f} us, disabled "
+            f"{c['path_us']['disabled']:.0f} us per step"
         )
         lines.append(f"  {STEPS}-step job: {c['job_ratio']:.4f} x plain (FLOP bound {c['job_bound']:.4f})")
         lines.append(

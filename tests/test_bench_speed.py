@@ -148,6 +148,7 @@ def test_bench_end_to_end_on_a_tiny_unet(capsys):
         assert c["flops_ratio_low_plain"] == pytest.approx(c["flops_low"] / c["flops_high"])
         assert set(c["seconds"]) == {"cpu", "wall"}
         assert c["peak_bytes"]["plain"] > 0
+        assert c["path_us"]["guided"] > 0 and c["path_us"]["disabled"] > 0
     # a guided step is one target call plus one low-res call, plus the resampling matmuls (spectral only)
     assert box["flops_measured"]["guided"] == box["flops_high"] + box["flops_low"]
     assert box["flops_measured"]["disabled"] == box["flops_high"]
