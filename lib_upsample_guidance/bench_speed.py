@@ -658,10 +658,11 @@ def format_report(rep: dict[str, Any]) -> str:
             f"  low-res call alone / plain {_stat(c['ratio_low_plain'], '.4f')} against FLOPs "
             f"{c['flops_ratio_low_plain']:.4f}; guided - plain - low {_stat(c['overhead_seconds'], '.3f')} s"
         )
-        lines.append(
-            f"  guidance path alone (identity model): guided {c['path_us']['guided']:.0f} us, disabled "
-            f"{c['path_us']['disabled']:.0f} us per step"
-        )
+        if "path_us" in c:
+            lines.append(
+                f"  guidance path alone (identity model): guided {c['path_us']['guided']:.0f} us, disabled "
+                f"{c['path_us']['disabled']:.0f} us per step"
+            )
         lines.append(f"  {STEPS}-step job: {c['job_ratio']:.4f} x plain (FLOP bound {c['job_bound']:.4f})")
         lines.append(
             "  peak bytes allocated during a step: "
