@@ -85,6 +85,10 @@ def _run(args: argparse.Namespace, model, meta: dict[str, str]) -> int:
     t_start = time.time()
     base = int(meta.get("base_size", 16))
     size = target_size(base, args.factor)
+    if size <= base:
+        print(f"[Upsample guidance] demo: --factor {args.factor:g} rounds to the base size {base}px "
+              "(sizes are multiples of 4): nothing to guide; try 1.5 or more", file=sys.stderr)
+        return 2
     s = Settings(base=base, steps=args.steps, sampler=args.sampler, theta=args.theta, eta=args.eta,
                  denoise=args.denoise)
     den = ModelDenoiser(model)

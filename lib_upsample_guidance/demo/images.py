@@ -102,11 +102,12 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
         xp = left + (w - left - right) * i / 4
         yp = h - bottom - (h - top - bottom) * i / 4
         draw.line([xp, h - bottom, xp, h - bottom + 4], fill=(0, 0, 0))
-        draw.text((xp - 12, h - bottom + 6), f"{xv:.3g}", fill=(0, 0, 0), font=font)
+        draw.text((xp - 12, h - bottom + 6), f"{xv:.0f}" if abs(xv) >= 100 else f"{xv:.3g}", fill=(0, 0, 0),
+                  font=font)
         draw.line([left - 4, yp, left, yp], fill=(0, 0, 0))
         label = f"{10 ** yv:.3g}" if logy else f"{yv:.3g}"
         draw.text((4, yp - 6), label, fill=(0, 0, 0), font=font)
-    draw.text((left, 8), title, fill=(0, 0, 0), font=font)
+    draw.text((left + 30, 8), title, fill=(0, 0, 0), font=font)
     draw.text(((w - right + left) // 2 - 3 * len(xlabel), h - 16), xlabel, fill=(0, 0, 0), font=font)
     draw.text((4, top - 20), ylabel, fill=(0, 0, 0), font=font)
     for k, (name, (xs, ys)) in enumerate(series.items()):

@@ -10,6 +10,8 @@ Methods (N = ``steps``, the same sampler and Karras schedule everywhere):
   re-noised to the noise level of denoise strength d and finished with N steps at the target size
   (A1111's hires fix with its default second-pass step count: the last N steps of an int(N / d)-step schedule).
 - ``ug_hires``: ``hires`` with the guided denoiser in the second pass.
+- ``ug_matched``: ``ug`` with round(N k / (k + 1)) steps, k the pixel ratio: about the model cost of
+  ``plain`` (each guided step costs 1 + 1/k target-size evaluations).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from .. import UpsampleGuidedDenoiser, make_resampler
 from .sampling import SAMPLERS, Progress, img2img_sigmas, karras_sigmas
 from .wrapper import ModelDenoiser
 
-METHODS = ("base", "plain", "ug", "hires", "ug_hires")
+METHODS = ("base", "plain", "ug", "hires", "ug_hires", "ug_matched")
 LABELS = {
     "base": "base size",
     "plain": "plain",
     "ug": "upsample guidance",
     "hires": "hires-fix style",
     "ug_hires": "UG + hires-fix style",
+    "ug_matched": "UG, fewer steps",
 }
 
 
@@ -80,6 +83,12 @@ def guided(den: ModelDenoiser, s: Settings) -> UpsampleGuidedDenoiser:
                                   sigma_to_t=den.sigma_to_t, resampler=s.resampler)
 
 
+def matched_steps(steps: int, base: int, size: int) -> int:
+    """Steps of guided sampling with about the model cost of ``steps`` plain steps: round(N k / (k + 1))."""
+    k = (size / base) ** 2
+    return max(2, round(steps * k / (k + 1)))
+
+
 def run_method(method: str, den: ModelDenoiser, eps: torch.Tensor, s: Settings, *, seed: int = 0,
                progress: bool = False, base_result: MethodResult | None = None) -> MethodResult:
     """Sample with one method from the target-size noise ``eps`` (n, 3, H, W).
@@ -90,8 +99,8 @@ def run_method(method: str, den: ModelDenoiser, eps: torch.Tensor, s: Settings, 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     sample = SAMPLERS[s.sampler]
-    sigmas = karras_sigmas(s.steps)
     size = eps.shape[-1]
+    sigmas = karras_sigmas(matched_steps(s.steps, s.base, size) if method == "ug_matched" else s.steps)
     pix0 = den.pixels
     t0 = time.time()
     shown = s.base if method == "base" else size
@@ -99,7 +108,7 @@ def run_method(method: str, den: ModelDenoiser, eps: torch.Tensor, s: Settings, 
     if method == "base":
         x = project_noise(eps, s.base, "auto" if s.resampler == "auto" else s.resampler)
         out = sample(den, x * sigmas[0], sigmas, cb)
-    elif method in ("plain", "ug"):
+    elif method in ("plain", "ug", "ug_matched"):
         model = den if method == "plain" else guided(den, s)
         out = sample(model, eps * sigmas[0], sigmas, cb)
     else:

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-METHODS = ("base", "plain", "ug", "hires", "ug_hires")
+METHODS = ("base", "plain", "ug", "hires", "ug_hires", "ug_matched")
+HIRES_DENOISE = (0.3, 0.5, 0.7)
 FACTORS = (1.5, 2.0, 3.0)
 SWEEP_ETAS = (0.2, 0.4, 0.6, 0.8, 1.0)
 SWEEP_THETAS = (0.5, 1.0, 1.5)
@@ -32,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--factors", default="1.5,2,3", help="comma-separated target/base factors")
     ap.add_argument("--sweep-n", type=int, default=32, help="images per eta/theta point; 0 skips the sweep")
     ap.add_argument("--out", type=Path, default=Path("bench_out"),
-                    help="folder for quality.json, eta_theta_sweep.png, quality_grid.png (default bench_out)")
+                    help="folder for quality.json, quality_grid.png, eta_theta_sweep.png, eta_theta_detail.png "
+                         "(default bench_out)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: far faster than 2 when other jobs share the cores)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict[str, str]) -> int:
     from .images import image_grid, line_plot
     from .metrics import data_detail, summarise
-    from .pipeline import LABELS, Settings, initial_noise, run_method, target_size
+    from .pipeline import LABELS, Settings, initial_noise, matched_steps, run_method, target_size
     from .wrapper import ModelDenoiser
 
     t_start = time.time()
@@ -115,30 +117,47 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
                           detail_ref=detail_ref[res.images.shape[-1]])
             m["seconds_per_image"] = res.seconds / args.n
             m["model_pixels_per_image"] = res.model_pixels / args.n
+            m["steps"] = matched_steps(args.steps, base, size) if method == "ug_matched" else args.steps
             per[method] = m
             if factor == 2.0 or len(factors) == 1:
                 grid_rows.append((f"{LABELS[method]}\n{res.images.shape[-1]} px\n"
                                   f"one object {m['structure_rate']:.0%}", res.images[:8]))
-        for m in per.values():
+        hires_sweep = {}
+        if factor == 2.0:  # the two-pass baseline's trade-off: low denoise keeps the layout but blurs
+            for d in HIRES_DENOISE:
+                if d == args.denoise:
+                    continue
+                _log(args.quiet, f"factor 2x: hires-fix style, denoise {d:g}")
+                sd = Settings(base=base, steps=args.steps, denoise=d)
+                res = run_method("hires", den, eps, sd, seed=args.seed, base_result=res_base)
+                m = summarise(res.images, base=base, reference=ref, area_ref=area_ref,
+                              detail_ref=detail_ref[size])
+                m["seconds_per_image"] = res.seconds / args.n
+                m["model_pixels_per_image"] = res.model_pixels / args.n
+                hires_sweep[f"{d:g}"] = m
+        for m in [*per.values(), *hires_sweep.values()]:
             m["cost_vs_plain"] = m["model_pixels_per_image"] * args.n / max(1, plain_pixels)
         kind = "spectral" if (size % base) else "box"
         results["factors"][f"{size / base:g}"] = {"target_size": size, "resampler": kind, "methods": per}
+        if hires_sweep:
+            results["factors"][f"{size / base:g}"]["hires_denoise_sweep"] = hires_sweep
     sweep = None
     if args.sweep_n:
         size = target_size(base, 2.0)
         eps = initial_noise(args.sweep_n, size, args.seed + 1)
         sweep = {"factor": size / base, "n": args.sweep_n, "points": []}
         plain = run_method("plain", den, eps, s0)
-        plain_rate = summarise(plain.images, base=base)["structure_rate"]
+        detail_ref = data_detail(size)
+        plain_m = summarise(plain.images, base=base, detail_ref=detail_ref)
         for theta in SWEEP_THETAS:
             for eta in SWEEP_ETAS:
                 _log(args.quiet, f"sweep 2x: theta {theta:g}, eta {eta:g}")
                 s = Settings(base=base, steps=args.steps, theta=theta, eta=eta, denoise=args.denoise)
                 res = run_method("ug", den, eps, s)
-                m = summarise(res.images, base=base, reference=ref[: args.sweep_n] if args.sweep_n <= args.n
-                              else None, area_ref=area_ref)
+                m = summarise(res.images, base=base, area_ref=area_ref, detail_ref=detail_ref)
                 sweep["points"].append({"theta": theta, "eta": eta, **m})
-        sweep["plain_structure_rate"] = plain_rate
+        sweep["plain_structure_rate"] = plain_m["structure_rate"]
+        sweep["plain_detail"] = plain_m["detail"]
         results["sweep"] = sweep
     results["total_seconds"] = time.time() - t_start
     args.out.mkdir(parents=True, exist_ok=True)
@@ -147,14 +166,16 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
         image_grid(grid_rows, args.out / "quality_grid.png", cell=64, label_width=150,
                    title="bench quality: first 8 images per method at 2x (same noise per column)")
     if sweep:
-        series = {}
-        for theta in SWEEP_THETAS:
-            pts = [p for p in sweep["points"] if p["theta"] == theta]
-            series[f"theta {theta:g}"] = ([0.0] + [p["eta"] for p in pts],
-                                          [plain_rate] + [p["structure_rate"] for p in pts])
-        line_plot(series, args.out / "eta_theta_sweep.png", ylim=(0.0, 1.0), xlabel="eta (guided fraction of t)",
-                  ylabel="one-object rate",
-                  title=f"2x ({size}px), n={args.sweep_n}: structure rate vs eta and theta (eta 0 = plain)")
+        for key, fname, ylabel, ylim in (("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
+                                         ("detail", "eta_theta_detail.png", "detail vs data", None)):
+            series = {}
+            for theta in SWEEP_THETAS:
+                pts = [p for p in sweep["points"] if p["theta"] == theta]
+                series[f"theta {theta:g}"] = ([0.0] + [p["eta"] for p in pts],
+                                              [sweep[f"plain_{key}"]] + [p[key] for p in pts])
+            line_plot(series, args.out / fname, ylim=ylim, xlabel="eta (guided fraction of the time axis)",
+                      ylabel=ylabel, title=f"2x ({size}px), n={args.sweep_n}: {ylabel} vs eta and theta "
+                      "(eta 0 = plain sampling)")
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -174,22 +195,32 @@ def format_table(results: dict) -> str:
     for fkey, fres in results["factors"].items():
         for method, m in fres["methods"].items():
             label = f"{fkey}x ({fres['target_size']} px, {fres['resampler']})"
+            name = f"{LABELS[method]} ({m['steps']})" if method == "ug_matched" else LABELS[method]
             lines.append(
-                f"| {label} | {LABELS[method]} | {m['structure_rate']:.0%} | {m['duplicate_rate']:.0%} | "
+                f"| {label} | {name} | {m['structure_rate']:.0%} | {m['duplicate_rate']:.0%} | "
                 f"{m.get('object_scale', float('nan')):.2f} | {m.get('detail', float('nan')):.2f} | "
                 f"{m.get('swd_to_base', float('nan')):.3f} | "
                 f"{m['seconds_per_image'] * 1000:.0f} ms | {m['cost_vs_plain']:.2f} |"
+            )
+        for d, m in fres.get("hires_denoise_sweep", {}).items():
+            lines.append(
+                f"| {fkey}x ({fres['target_size']} px, {fres['resampler']}) | hires-fix style, denoise {d} | "
+                f"{m['structure_rate']:.0%} | {m['duplicate_rate']:.0%} | {m['object_scale']:.2f} | "
+                f"{m['detail']:.2f} | {m['swd_to_base']:.3f} | {m['seconds_per_image'] * 1000:.0f} ms | "
+                f"{m['cost_vs_plain']:.2f} |"
             )
     return "\n".join(lines)
 
 
 def format_sweep(sweep: dict) -> str:
-    """Markdown table: structure rate per (theta, eta)."""
+    """Markdown table: structure rate / detail per (theta, eta)."""
     etas = sorted({p["eta"] for p in sweep["points"]})
     thetas = sorted({p["theta"] for p in sweep["points"]})
     lines = ["| theta \\ eta | 0 (plain) | " + " | ".join(f"{e:g}" for e in etas) + " |",
              "|---" * (len(etas) + 2) + "|"]
     for th in thetas:
-        row = [f"{p['structure_rate']:.0%}" for e in etas for p in sweep["points"] if p["theta"] == th and p["eta"] == e]
-        lines.append(f"| {th:g} | {sweep['plain_structure_rate']:.0%} | " + " | ".join(row) + " |")
+        row = [f"{p['structure_rate']:.0%} / {p['detail']:.2f}" for e in etas for p in sweep["points"]
+               if p["theta"] == th and p["eta"] == e]
+        lines.append(f"| {th:g} | {sweep['plain_structure_rate']:.0%} / {sweep['plain_detail']:.2f} | "
+                     + " | ".join(row) + " |")
     return "\n".join(lines)

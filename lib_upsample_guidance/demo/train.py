@@ -48,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--record", type=Path, default=Path("docs/training_record.json"))
+    ap.add_argument("--plot", type=Path, default=None, metavar="RECORD_JSON",
+                    help="only draw RECORD_JSON's loss curve next to it as a PNG (needs Pillow), then exit")
     args = ap.parse_args(argv)
+    if args.plot is not None:
+        print(f"wrote {plot_record(args.plot)}")
+        return 0
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -94,6 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     _save(ema, cfg, args, step, time.time() - t0, curve)
     print(f"done: {step} steps in {time.time() - t0:.0f}s -> {args.out}", flush=True)
     return 0
+
+
+def plot_record(record_path: Path) -> Path:
+    """Draw the loss curve of a training record (JSON) as a PNG beside it (training_loss.png)."""
+    from .images import line_plot
+
+    rec = json.loads(Path(record_path).read_text())
+    curve = rec["loss_curve"]
+    xs = [c["step"] for c in curve]
+    title = (f"demo model: v-prediction MSE, {rec['steps']} steps of {rec['batch']} images "
+             f"({rec['size']}px), {rec['train_seconds'] / 60:.0f} min on {rec['threads']} CPU thread(s), seed {rec['seed']}")
+    return line_plot({"loss (mean of 50 steps)": (xs, [c["loss"] for c in curve])},
+                     Path(record_path).with_name("training_loss.png"), title=title, xlabel="step",
+                     ylabel="loss", logy=True, size=(760, 360))
 
 
 def _save(ema: SmallUNet, cfg: UNetConfig, args: argparse.Namespace, step: int, seconds: float,

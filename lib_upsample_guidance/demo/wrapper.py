@@ -45,7 +45,8 @@ class ModelDenoiser:
 def load_model(path: str | Path | None = None) -> tuple[SmallUNet, dict[str, str]]:
     """Load the shipped demo UNet (float32, eval mode) and its metadata (base_size, seed, command, ...).
 
-    Raises FileNotFoundError with a clear message when the weights file is missing.
+    Raises FileNotFoundError when the weights file is missing and ValueError when it is not a readable
+    safetensors file of this model.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -53,10 +54,13 @@ def load_model(path: str | Path | None = None) -> tuple[SmallUNet, dict[str, str
     p = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not p.is_file():
         raise FileNotFoundError(f"demo weights not found: {p}")
-    with safe_open(str(p), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-    model = SmallUNet(config_from_metadata(meta))
-    state = {k: v.float() for k, v in load_file(str(p)).items()}
-    model.load_state_dict(state)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        model = SmallUNet(config_from_metadata(meta))
+        state = {k: v.float() for k, v in load_file(str(p)).items()}
+        model.load_state_dict(state)
+    except Exception as exc:  # safetensors' own error type, missing metadata, wrong tensors
+        raise ValueError(f"cannot load demo weights from {p}: {exc}") from exc
     model.eval().requires_grad_(False)
     return model, meta
