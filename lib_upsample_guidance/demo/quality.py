@@ -32,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)")
     ap.add_argument("--factors", default="1.5,2,3", help="comma-separated target/base factors")
     ap.add_argument("--sweep-n", type=int, default=32, help="images per eta/theta point; 0 skips the sweep")
-    ap.add_argument("--out", type=Path, default=Path("bench_out"),
+    ap.add_argument("--out", type=Path, default=Path("demo_out") / "bench",
                     help="folder for quality.json, quality_grid.png, eta_theta_sweep.png, eta_theta_detail.png "
-                         "(default bench_out)")
+                         "(default demo_out/bench)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: far faster than 2 when other jobs share the cores)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
