@@ -59,7 +59,9 @@ def test_zero_guidance_is_bit_identical_to_plain(den: ModelDenoiser) -> None:
     assert torch.equal(pipeline.run_method("ug", den, eps, s).images, plain)
     s_eta0 = pipeline.Settings(base=16, steps=3, eta=0.0)
     assert torch.equal(pipeline.run_method("ug", den, eps, s_eta0).images, plain)
-    assert not torch.equal(pipeline.run_method("ug", den, eps, pipeline.Settings(base=16, steps=3)).images, plain)
+    assert not torch.equal(
+        pipeline.run_method("ug", den, eps, pipeline.Settings(base=16, steps=3)).images, plain
+    )
 
 
 def test_projected_noise_has_unit_variance_for_both_pairs() -> None:
@@ -82,8 +84,17 @@ def test_demo_command_writes_grid_and_metrics(tmp_path, capsys) -> None:
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad", [["--factor", "1"], ["--factor", "abc"], ["--n", "0"], ["--denoise", "2"],
-                                 ["--weights", "/nonexistent.safetensors"], ["--weights", __file__]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--factor", "1"],
+        ["--factor", "abc"],
+        ["--n", "0"],
+        ["--denoise", "2"],
+        ["--weights", "/nonexistent.safetensors"],
+        ["--weights", __file__],
+    ],
+)
 def test_demo_bad_input_is_a_message_not_a_traceback(bad, tmp_path, capsys) -> None:
     try:
         rc = cli_main(["demo", "--out", str(tmp_path), *bad])
@@ -94,8 +105,24 @@ def test_demo_bad_input_is_a_message_not_a_traceback(bad, tmp_path, capsys) -> N
 
 
 def test_bench_quality_tiny_run(tmp_path, capsys) -> None:
-    rc = cli_main(["bench", "quality", "--n", "2", "--steps", "3", "--sweep-n", "2", "--factors", "1.5,2",
-                   "--out", str(tmp_path), "--json", "--quiet"])
+    rc = cli_main(
+        [
+            "bench",
+            "quality",
+            "--n",
+            "2",
+            "--steps",
+            "3",
+            "--sweep-n",
+            "2",
+            "--factors",
+            "1.5,2",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert set(res["factors"]) == {"1.5", "2"}

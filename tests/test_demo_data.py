@@ -63,7 +63,9 @@ def test_detector_counts_two_objects_and_none() -> None:
 def test_detector_ignores_specks_and_handles_gradients() -> None:
     size = 32
     ramp = torch.linspace(-1, 1, size)
-    img = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size), torch.zeros(size, size)])
+    img = torch.stack(
+        [ramp[None, :].expand(size, size), ramp[:, None].expand(size, size), torch.zeros(size, size)]
+    )
     assert detector.detect(img).count == 0  # a pure linear gradient is background
     img[:, 12:20, 12:20] = torch.tensor([1.0, -1.0, 1.0])[:, None, None]
     img[:, 2, 28] = 1.0  # one-pixel speck: below MIN_AREA_FRACTION

@@ -19,8 +19,10 @@ DEMO_METHODS = ("base", "plain", "ug", "hires")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m lib_upsample_guidance demo",
-                                 description="Upsample guidance on the shipped small pixel model (CPU).")
+    ap = argparse.ArgumentParser(
+        prog="python -m lib_upsample_guidance demo",
+        description="Upsample guidance on the shipped small pixel model (CPU).",
+    )
     ap.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     ap.add_argument("--factor", type=float, default=2.0, help="target side / base side, > 1 (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
@@ -29,9 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampler", choices=("dpmpp_2m", "euler"), default="dpmpp_2m")
     ap.add_argument("--theta", type=float, default=1.0, help="guidance scale (default 1)")
     ap.add_argument("--eta", type=float, default=1.0, help="guided fraction of the time axis (default 1)")
-    ap.add_argument("--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: far faster than 2 when other jobs share the cores)")
+    ap.add_argument(
+        "--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: far faster than 2 when other jobs share the cores)",
+    )
     ap.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped one)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
@@ -86,19 +94,32 @@ def _run(args: argparse.Namespace, model, meta: dict[str, str]) -> int:
     base = int(meta.get("base_size", 16))
     size = target_size(base, args.factor)
     if size <= base:
-        print(f"[Upsample guidance] demo: --factor {args.factor:g} rounds to the base size {base}px "
-              "(sizes are multiples of 4): nothing to guide; try 1.5 or more", file=sys.stderr)
+        print(
+            f"[Upsample guidance] demo: --factor {args.factor:g} rounds to the base size {base}px "
+            "(sizes are multiples of 4): nothing to guide; try 1.5 or more",
+            file=sys.stderr,
+        )
         return 2
-    s = Settings(base=base, steps=args.steps, sampler=args.sampler, theta=args.theta, eta=args.eta,
-                 denoise=args.denoise)
+    s = Settings(
+        base=base,
+        steps=args.steps,
+        sampler=args.sampler,
+        theta=args.theta,
+        eta=args.eta,
+        denoise=args.denoise,
+    )
     den = ModelDenoiser(model)
     eps = initial_noise(args.n, size, args.seed)
-    print(f"demo: {args.n} images per method, base {base}px -> target {size}px ({size / base:g}x), "
-          f"{args.steps} {args.sampler} steps, seed {args.seed}", flush=True)
+    print(
+        f"demo: {args.n} images per method, base {base}px -> target {size}px ({size / base:g}x), "
+        f"{args.steps} {args.sampler} steps, seed {args.seed}",
+        flush=True,
+    )
     results = {}
     for method in DEMO_METHODS:
-        results[method] = run_method(method, den, eps, s, seed=args.seed, progress=not args.quiet,
-                                     base_result=results.get("base"))
+        results[method] = run_method(
+            method, den, eps, s, seed=args.seed, progress=not args.quiet, base_result=results.get("base")
+        )
     metrics = {}
     area_ref = None
     for method, res in results.items():
@@ -113,22 +134,42 @@ def _run(args: argparse.Namespace, model, meta: dict[str, str]) -> int:
     for method, res in results.items():
         m = metrics[method]
         px = res.images.shape[-1]
-        rows.append((f"{LABELS[method]}\n{px}x{px} px\none object: {m['structure_rate']:.0%}\n"
-                     f"{m['seconds']:.1f} s", res.images))
+        rows.append(
+            (
+                f"{LABELS[method]}\n{px}x{px} px\none object: {m['structure_rate']:.0%}\n"
+                f"{m['seconds']:.1f} s",
+                res.images,
+            )
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    title = (f"Upsample guidance demo: {base}px model sampled at {size}px, same initial noise in every row "
-             f"(seed {args.seed}, {args.steps} {args.sampler} steps, theta {args.theta:g}, eta {args.eta:g}, "
-             f"hires denoise {args.denoise:g})")
+    title = (
+        f"Upsample guidance demo: {base}px model sampled at {size}px, same initial noise in every row "
+        f"(seed {args.seed}, {args.steps} {args.sampler} steps, theta {args.theta:g}, eta {args.eta:g}, "
+        f"hires denoise {args.denoise:g})"
+    )
     grid = image_grid(rows, args.out / "demo_grid.png", cell=80, title=title, label_width=150)
     total = time.time() - t_start
-    record = {"base_size": base, "target_size": size, "factor": size / base, "seed": args.seed, "n": args.n,
-              "steps": args.steps, "sampler": args.sampler, "theta": args.theta, "eta": args.eta,
-              "denoise": args.denoise, "total_seconds": round(total, 2), "methods": metrics}
+    record = {
+        "base_size": base,
+        "target_size": size,
+        "factor": size / base,
+        "seed": args.seed,
+        "n": args.n,
+        "steps": args.steps,
+        "sampler": args.sampler,
+        "theta": args.theta,
+        "eta": args.eta,
+        "denoise": args.denoise,
+        "total_seconds": round(total, 2),
+        "methods": metrics,
+    }
     (args.out / "demo_metrics.json").write_text(json.dumps(record, indent=1))
     print(f"{'method':<24}{'one object':>12}{'area':>8}{'detail':>8}{'seconds':>9}{'cost':>7}")
     for method in DEMO_METHODS:
         m = metrics[method]
-        print(f"{LABELS[method]:<24}{m['structure_rate']:>12.0%}{m['object_area']:>8.3f}{m['detail']:>8.2f}"
-              f"{m['seconds']:>9.2f}{m['model_cost_vs_plain']:>7.2f}")
+        print(
+            f"{LABELS[method]:<24}{m['structure_rate']:>12.0%}{m['object_area']:>8.3f}{m['detail']:>8.2f}"
+            f"{m['seconds']:>9.2f}{m['model_cost_vs_plain']:>7.2f}"
+        )
     print(f"wrote {grid} and {args.out / 'demo_metrics.json'} in {total:.1f} s")
     return 0

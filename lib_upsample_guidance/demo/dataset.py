@@ -81,16 +81,16 @@ def sample_batch(
     c = (torch.arange(size, dtype=f64) + 0.5) / size
     yy, xx = torch.meshgrid(c, c, indexing="ij")
     ca, sa = torch.cos(angle), torch.sin(angle)
-    p = 0.5 + ((xx[None] - 0.5) * ca[:, None, None] + (yy[None] - 0.5) * sa[:, None, None]) / (
-        ca.abs() + sa.abs()
-    )[:, None, None]
+    p = (
+        0.5
+        + ((xx[None] - 0.5) * ca[:, None, None] + (yy[None] - 0.5) * sa[:, None, None])
+        / (ca.abs() + sa.abs())[:, None, None]
+    )
     p = torch.where(gradient[:, None, None], p, torch.zeros_like(p))
     bg = c1[:, :, None, None] + (c2 - c1)[:, :, None, None] * p[:, None]
     px = xx[None] * size - cx[:, None, None]
     py = yy[None] * size - cy[:, None, None]
-    d = torch.where(
-        is_disk[:, None, None], torch.sqrt(px**2 + py**2), torch.maximum(px.abs(), py.abs())
-    )
+    d = torch.where(is_disk[:, None, None], torch.sqrt(px**2 + py**2), torch.maximum(px.abs(), py.abs()))
     cov = (r[:, None, None] - d + 0.5).clamp(0.0, 1.0)[:, None]
     img = bg * (1 - cov) + colour[:, :, None, None] * cov
     area = torch.where(is_disk, math.pi * r * r, 4 * r * r) / (size * size)

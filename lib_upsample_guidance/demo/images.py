@@ -10,8 +10,16 @@ from pathlib import Path
 
 import torch
 
-PALETTE = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127)]
+PALETTE = [
+    (31, 119, 180),
+    (214, 39, 40),
+    (44, 160, 44),
+    (255, 127, 14),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+]
 
 
 class MissingPillow(RuntimeError):
@@ -40,8 +48,14 @@ def to_image(img: torch.Tensor, cell: int):
     return pil.resize((max(1, round(w * s)), max(1, round(h * s))), Image.NEAREST)
 
 
-def image_grid(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, *, cell: int = 96,
-               title: str = "", label_width: int = 230) -> Path:
+def image_grid(
+    rows: Sequence[tuple[str, torch.Tensor]],
+    path: str | Path,
+    *,
+    cell: int = 96,
+    title: str = "",
+    label_width: int = 230,
+) -> Path:
     """Write a grid PNG: one row per (label, images (n, 3, H, W)), each image scaled to ``cell`` px.
 
     Images of different sizes are shown at the same display size, so a 32 px and a 16 px image of the
@@ -69,9 +83,17 @@ def image_grid(rows: Sequence[tuple[str, torch.Tensor]], path: str | Path, *, ce
     return path
 
 
-def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
-              title: str = "", xlabel: str = "", ylabel: str = "", size: tuple[int, int] = (640, 400),
-              ylim: tuple[float, float] | None = None, logy: bool = False) -> Path:
+def line_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    size: tuple[int, int] = (640, 400),
+    ylim: tuple[float, float] | None = None,
+    logy: bool = False,
+) -> Path:
     """Write a PNG line plot (markers at the data points) of named (xs, ys) series with a legend."""
     import math
 
@@ -92,8 +114,10 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
         y1 = y0 + 1
 
     def px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x0) / (x1 - x0) * (w - left - right),
-                h - bottom - (f(y) - y0) / (y1 - y0) * (h - top - bottom))
+        return (
+            left + (x - x0) / (x1 - x0) * (w - left - right),
+            h - bottom - (f(y) - y0) / (y1 - y0) * (h - top - bottom),
+        )
 
     draw.rectangle([left, top, w - right, h - bottom], outline=(0, 0, 0))
     for i in range(5):
@@ -102,10 +126,14 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
         xp = left + (w - left - right) * i / 4
         yp = h - bottom - (h - top - bottom) * i / 4
         draw.line([xp, h - bottom, xp, h - bottom + 4], fill=(0, 0, 0))
-        draw.text((xp - 12, h - bottom + 6), f"{xv:.0f}" if abs(xv) >= 100 else f"{xv:.3g}", fill=(0, 0, 0),
-                  font=font)
+        draw.text(
+            (xp - 12, h - bottom + 6),
+            f"{xv:.0f}" if abs(xv) >= 100 else f"{xv:.3g}",
+            fill=(0, 0, 0),
+            font=font,
+        )
         draw.line([left - 4, yp, left, yp], fill=(0, 0, 0))
-        label = f"{10 ** yv:.3g}" if logy else f"{yv:.3g}"
+        label = f"{10**yv:.3g}" if logy else f"{yv:.3g}"
         draw.text((4, yp - 6), label, fill=(0, 0, 0), font=font)
     draw.text((left + 30, 8), title, fill=(0, 0, 0), font=font)
     draw.text(((w - right + left) // 2 - 3 * len(xlabel), h - 16), xlabel, fill=(0, 0, 0), font=font)

@@ -37,7 +37,9 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256,
     b = b.reshape(b.shape[0], -1).double()
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
-    dirs = torch.randn(a.shape[1], projections, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    dirs = torch.randn(
+        a.shape[1], projections, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     dirs /= dirs.norm(dim=0, keepdim=True)
     pa, _ = torch.sort(a @ dirs, dim=0)
     pb, _ = torch.sort(b @ dirs, dim=0)
@@ -59,8 +61,14 @@ def data_detail(size: int, n: int = 256, seed: int = 12345) -> float:
     return high_band_energy(imgs)
 
 
-def summarise(images: torch.Tensor, *, base: int, reference: torch.Tensor | None = None,
-              area_ref: float | None = None, detail_ref: float | None = None) -> dict[str, float]:
+def summarise(
+    images: torch.Tensor,
+    *,
+    base: int,
+    reference: torch.Tensor | None = None,
+    area_ref: float | None = None,
+    detail_ref: float | None = None,
+) -> dict[str, float]:
     """Metrics of one set of samples (n, 3, H, W): see the module docstring.
 
     reference: base-size samples from independent noise (for the distance); area_ref: the expected

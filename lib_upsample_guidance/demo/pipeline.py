@@ -79,8 +79,14 @@ def project_noise(eps: torch.Tensor, size: int, kind: str = "auto") -> torch.Ten
 
 def guided(den: ModelDenoiser, s: Settings) -> UpsampleGuidedDenoiser:
     """The demo model wrapped by the core's public entry point (its time axis = the model's own t)."""
-    return UpsampleGuidedDenoiser(den, base_size=s.base, guidance_scale=s.theta, eta=s.eta,
-                                  sigma_to_t=den.sigma_to_t, resampler=s.resampler)
+    return UpsampleGuidedDenoiser(
+        den,
+        base_size=s.base,
+        guidance_scale=s.theta,
+        eta=s.eta,
+        sigma_to_t=den.sigma_to_t,
+        resampler=s.resampler,
+    )
 
 
 def matched_steps(steps: int, base: int, size: int) -> int:
@@ -89,8 +95,16 @@ def matched_steps(steps: int, base: int, size: int) -> int:
     return max(2, round(steps * k / (k + 1)))
 
 
-def run_method(method: str, den: ModelDenoiser, eps: torch.Tensor, s: Settings, *, seed: int = 0,
-               progress: bool = False, base_result: MethodResult | None = None) -> MethodResult:
+def run_method(
+    method: str,
+    den: ModelDenoiser,
+    eps: torch.Tensor,
+    s: Settings,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    base_result: MethodResult | None = None,
+) -> MethodResult:
     """Sample with one method from the target-size noise ``eps`` (n, 3, H, W).
 
     ``base_result`` (optional): the ``base`` method's result for the same noise and settings, reused by

@@ -29,14 +29,24 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=20, help="sampler steps per pass (default 20)")
-    ap.add_argument("--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)")
+    ap.add_argument(
+        "--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)"
+    )
     ap.add_argument("--factors", default="1.5,2,3", help="comma-separated target/base factors")
     ap.add_argument("--sweep-n", type=int, default=32, help="images per eta/theta point; 0 skips the sweep")
-    ap.add_argument("--out", type=Path, default=Path("demo_out") / "bench",
-                    help="folder for quality.json, quality_grid.png, eta_theta_sweep.png, eta_theta_detail.png "
-                         "(default demo_out/bench)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: far faster than 2 when other jobs share the cores)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo_out") / "bench",
+        help="folder for quality.json, quality_grid.png, eta_theta_sweep.png, eta_theta_detail.png "
+        "(default demo_out/bench)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: far faster than 2 when other jobs share the cores)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     return ap
 
@@ -54,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         factors = ()
     if not factors or any(not (1.0 < f <= 8.0) for f in factors):
-        print(f"[Upsample guidance] bench quality: --factors must be numbers in (1, 8], got {args.factors!r}",
-              file=sys.stderr)
+        print(
+            f"[Upsample guidance] bench quality: --factors must be numbers in (1, 8], got {args.factors!r}",
+            file=sys.stderr,
+        )
         return 2
     if not (2 <= args.n <= 1024) or not (0 <= args.sweep_n <= 1024) or not (2 <= args.steps <= 200):
-        print("[Upsample guidance] bench quality: need 2 <= --n <= 1024, 0 <= --sweep-n <= 1024, "
-              "2 <= --steps <= 200", file=sys.stderr)
+        print(
+            "[Upsample guidance] bench quality: need 2 <= --n <= 1024, 0 <= --sweep-n <= 1024, "
+            "2 <= --steps <= 200",
+            file=sys.stderr,
+        )
         return 2
     import torch
 
@@ -94,9 +109,18 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
     ref = run_method("base", den, initial_noise(args.n, base, args.seed + 10_000), s0).images
     ref_metrics = summarise(ref, base=base)
     area_ref = ref_metrics["object_area"]
-    results: dict = {"base_size": base, "n": args.n, "steps": args.steps, "sampler": s0.sampler,
-                     "denoise": args.denoise, "seed": args.seed, "theta": s0.theta, "eta": s0.eta,
-                     "reference_object_area": area_ref, "factors": {}}
+    results: dict = {
+        "base_size": base,
+        "n": args.n,
+        "steps": args.steps,
+        "sampler": s0.sampler,
+        "denoise": args.denoise,
+        "seed": args.seed,
+        "theta": s0.theta,
+        "eta": s0.eta,
+        "reference_object_area": area_ref,
+        "factors": {},
+    }
     grid_rows = []
     for factor in factors:
         size = target_size(base, factor)
@@ -107,21 +131,31 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
         plain_pixels = None
         for method in METHODS:
             _log(args.quiet, f"factor {size / base:g}x ({size}px): {LABELS[method]}")
-            res = run_method(method, den, eps, s0, seed=args.seed, base_result=res_base,
-                             progress=not args.quiet)
+            res = run_method(
+                method, den, eps, s0, seed=args.seed, base_result=res_base, progress=not args.quiet
+            )
             if method == "base":
                 res_base = res
             if method == "plain":
                 plain_pixels = res.model_pixels
-            m = summarise(res.images, base=base, reference=ref, area_ref=area_ref,
-                          detail_ref=detail_ref[res.images.shape[-1]])
+            m = summarise(
+                res.images,
+                base=base,
+                reference=ref,
+                area_ref=area_ref,
+                detail_ref=detail_ref[res.images.shape[-1]],
+            )
             m["seconds_per_image"] = res.seconds / args.n
             m["model_pixels_per_image"] = res.model_pixels / args.n
             m["steps"] = matched_steps(args.steps, base, size) if method == "ug_matched" else args.steps
             per[method] = m
             if factor == 2.0 or len(factors) == 1:
-                grid_rows.append((f"{LABELS[method]}\n{res.images.shape[-1]} px\n"
-                                  f"one object {m['structure_rate']:.0%}", res.images[:8]))
+                grid_rows.append(
+                    (
+                        f"{LABELS[method]}\n{res.images.shape[-1]} px\none object {m['structure_rate']:.0%}",
+                        res.images[:8],
+                    )
+                )
         hires_sweep = {}
         if factor == 2.0:  # the two-pass baseline's trade-off: low denoise keeps the layout but blurs
             for d in HIRES_DENOISE:
@@ -130,8 +164,9 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
                 _log(args.quiet, f"factor 2x: hires-fix style, denoise {d:g}")
                 sd = Settings(base=base, steps=args.steps, denoise=d)
                 res = run_method("hires", den, eps, sd, seed=args.seed, base_result=res_base)
-                m = summarise(res.images, base=base, reference=ref, area_ref=area_ref,
-                              detail_ref=detail_ref[size])
+                m = summarise(
+                    res.images, base=base, reference=ref, area_ref=area_ref, detail_ref=detail_ref[size]
+                )
                 m["seconds_per_image"] = res.seconds / args.n
                 m["model_pixels_per_image"] = res.model_pixels / args.n
                 hires_sweep[f"{d:g}"] = m
@@ -163,19 +198,33 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=1))
     if grid_rows:
-        image_grid(grid_rows, args.out / "quality_grid.png", cell=64, label_width=150,
-                   title="bench quality: first 8 images per method at 2x (same noise per column)")
+        image_grid(
+            grid_rows,
+            args.out / "quality_grid.png",
+            cell=64,
+            label_width=150,
+            title="bench quality: first 8 images per method at 2x (same noise per column)",
+        )
     if sweep:
-        for key, fname, ylabel, ylim in (("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
-                                         ("detail", "eta_theta_detail.png", "detail vs data", None)):
+        for key, fname, ylabel, ylim in (
+            ("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
+            ("detail", "eta_theta_detail.png", "detail vs data", None),
+        ):
             series = {}
             for theta in SWEEP_THETAS:
                 pts = [p for p in sweep["points"] if p["theta"] == theta]
-                series[f"theta {theta:g}"] = ([0.0] + [p["eta"] for p in pts],
-                                              [sweep[f"plain_{key}"]] + [p[key] for p in pts])
-            line_plot(series, args.out / fname, ylim=ylim, xlabel="eta (guided fraction of the time axis)",
-                      ylabel=ylabel, title=f"2x ({size}px), n={args.sweep_n}: {ylabel} vs eta and theta "
-                      "(eta 0 = plain sampling)")
+                series[f"theta {theta:g}"] = (
+                    [0.0] + [p["eta"] for p in pts],
+                    [sweep[f"plain_{key}"]] + [p[key] for p in pts],
+                )
+            line_plot(
+                series,
+                args.out / fname,
+                ylim=ylim,
+                xlabel="eta (guided fraction of the time axis)",
+                ylabel=ylabel,
+                title=f"2x ({size}px), n={args.sweep_n}: {ylabel} vs eta and theta (eta 0 = plain sampling)",
+            )
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -190,8 +239,10 @@ def format_table(results: dict) -> str:
     """Markdown table of the per-factor results."""
     from .pipeline import LABELS
 
-    lines = ["| factor | method | one object | duplicates | object scale | detail | SWD to base | s/image | cost |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| factor | method | one object | duplicates | object scale | detail | SWD to base | s/image | cost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for fkey, fres in results["factors"].items():
         for method, m in fres["methods"].items():
             label = f"{fkey}x ({fres['target_size']} px, {fres['resampler']})"
@@ -216,11 +267,20 @@ def format_sweep(sweep: dict) -> str:
     """Markdown table: structure rate / detail per (theta, eta)."""
     etas = sorted({p["eta"] for p in sweep["points"]})
     thetas = sorted({p["theta"] for p in sweep["points"]})
-    lines = ["| theta \\ eta | 0 (plain) | " + " | ".join(f"{e:g}" for e in etas) + " |",
-             "|---" * (len(etas) + 2) + "|"]
+    lines = [
+        "| theta \\ eta | 0 (plain) | " + " | ".join(f"{e:g}" for e in etas) + " |",
+        "|---" * (len(etas) + 2) + "|",
+    ]
     for th in thetas:
-        row = [f"{p['structure_rate']:.0%} / {p['detail']:.2f}" for e in etas for p in sweep["points"]
-               if p["theta"] == th and p["eta"] == e]
-        lines.append(f"| {th:g} | {sweep['plain_structure_rate']:.0%} / {sweep['plain_detail']:.2f} | "
-                     + " | ".join(row) + " |")
+        row = [
+            f"{p['structure_rate']:.0%} / {p['detail']:.2f}"
+            for e in etas
+            for p in sweep["points"]
+            if p["theta"] == th and p["eta"] == e
+        ]
+        lines.append(
+            f"| {th:g} | {sweep['plain_structure_rate']:.0%} / {sweep['plain_detail']:.2f} | "
+            + " | ".join(row)
+            + " |"
+        )
     return "\n".join(lines)

@@ -21,7 +21,9 @@ SIGMA_MIN = 0.01
 SIGMA_MAX = 20.0
 
 
-def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:
+def karras_sigmas(
+    n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0
+) -> torch.Tensor:
     """n + 1 noise levels: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho, then 0."""
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
@@ -34,8 +36,9 @@ def _row(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
-                 callback: Callback | None = None) -> torch.Tensor:
+def sample_euler(
+    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback | None = None
+) -> torch.Tensor:
     """Euler steps of dx/dsigma = (x - D(x, sigma)) / sigma (deterministic; equals DDIM)."""
     n = len(sigmas) - 1
     for i in range(n):
@@ -47,8 +50,9 @@ def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
-                    callback: Callback | None = None) -> torch.Tensor:
+def sample_dpmpp_2m(
+    denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: Callback | None = None
+) -> torch.Tensor:
     """DPM-Solver++(2M): with lambda = -log sigma, h = lambda_{i+1} - lambda_i, r = h_{i-1} / h,
     D' = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1} (D' = D_i on the first and last step),
     x_{i+1} = (sigma_{i+1} / sigma_i) x_i - (exp(-h) - 1) D'."""
@@ -81,7 +85,7 @@ def img2img_sigmas(steps: int, denoise: float, **kw: float) -> torch.Tensor:
     """Second-pass schedule of a hires-fix-style pass (as A1111 does with its default second-pass steps):
     a Karras schedule of int(steps / denoise) steps, of which the last ``steps`` (+ the final 0) are run."""
     total = max(steps, int(steps / min(max(denoise, 1e-3), 0.999)))
-    return karras_sigmas(total, **kw)[total - steps:]
+    return karras_sigmas(total, **kw)[total - steps :]
 
 
 class Progress:
@@ -98,6 +102,8 @@ class Progress:
             return
         width = 20
         done = int(width * i / max(1, n))
-        line = f"\r{self.label:<28} [{'#' * done}{'.' * (width - done)}] {i}/{n} {time.time() - self.t0:5.1f}s"
+        line = (
+            f"\r{self.label:<28} [{'#' * done}{'.' * (width - done)}] {i}/{n} {time.time() - self.t0:5.1f}s"
+        )
         self.stream.write(line + ("\n" if i >= n else ""))
         self.stream.flush()

@@ -48,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--record", type=Path, default=Path("docs/training_record.json"))
-    ap.add_argument("--plot", type=Path, default=None, metavar="RECORD_JSON",
-                    help="only draw RECORD_JSON's loss curve next to it as a PNG (needs Pillow), then exit")
+    ap.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="RECORD_JSON",
+        help="only draw RECORD_JSON's loss curve next to it as a PNG (needs Pillow), then exit",
+    )
     args = ap.parse_args(argv)
     if args.plot is not None:
         print(f"wrote {plot_record(args.plot)}")
@@ -108,28 +113,59 @@ def plot_record(record_path: Path) -> Path:
     rec = json.loads(Path(record_path).read_text())
     curve = rec["loss_curve"]
     xs = [c["step"] for c in curve]
-    title = (f"demo model: v-prediction MSE, {rec['steps']} steps of {rec['batch']} images "
-             f"({rec['size']}px), {rec['train_seconds'] / 60:.0f} min on {rec['threads']} CPU thread(s), seed {rec['seed']}")
-    return line_plot({"loss (mean of 50 steps)": (xs, [c["loss"] for c in curve])},
-                     Path(record_path).with_name("training_loss.png"), title=title, xlabel="step",
-                     ylabel="loss", logy=True, size=(760, 360))
+    title = (
+        f"demo model: v-prediction MSE, {rec['steps']} steps of {rec['batch']} images "
+        f"({rec['size']}px), {rec['train_seconds'] / 60:.0f} min on {rec['threads']} CPU thread(s), seed {rec['seed']}"
+    )
+    return line_plot(
+        {"loss (mean of 50 steps)": (xs, [c["loss"] for c in curve])},
+        Path(record_path).with_name("training_loss.png"),
+        title=title,
+        xlabel="step",
+        ylabel="loss",
+        logy=True,
+        size=(760, 360),
+    )
 
 
-def _save(ema: SmallUNet, cfg: UNetConfig, args: argparse.Namespace, step: int, seconds: float,
-          curve: list[dict[str, float]]) -> None:
+def _save(
+    ema: SmallUNet,
+    cfg: UNetConfig,
+    args: argparse.Namespace,
+    step: int,
+    seconds: float,
+    curve: list[dict[str, float]],
+) -> None:
     from safetensors.torch import save_file
 
     command = "python -m lib_upsample_guidance.demo.train " + " ".join(sys.argv[1:])
     meta = config_to_metadata(cfg)
-    meta.update({"base_size": str(args.size), "seed": str(args.seed), "steps": str(step),
-                 "train_seconds": f"{seconds:.0f}", "objective": "v-prediction, cosine VP schedule",
-                 "command": command})
+    meta.update(
+        {
+            "base_size": str(args.size),
+            "seed": str(args.seed),
+            "steps": str(step),
+            "train_seconds": f"{seconds:.0f}",
+            "objective": "v-prediction, cosine VP schedule",
+            "command": command,
+        }
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()}
     save_file(sd, str(args.out), metadata=meta)
-    record = {"command": command, "seed": args.seed, "size": args.size, "batch": args.batch, "lr": args.lr,
-              "ema": args.ema, "threads": args.threads, "steps": step, "train_seconds": round(seconds, 1),
-              "parameters": sum(p.numel() for p in ema.parameters()), "loss_curve": curve}
+    record = {
+        "command": command,
+        "seed": args.seed,
+        "size": args.size,
+        "batch": args.batch,
+        "lr": args.lr,
+        "ema": args.ema,
+        "threads": args.threads,
+        "steps": step,
+        "train_seconds": round(seconds, 1),
+        "parameters": sum(p.numel() for p in ema.parameters()),
+        "loss_curve": curve,
+    }
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.write_text(json.dumps(record, indent=1))
 
