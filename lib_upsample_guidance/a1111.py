@@ -57,6 +57,7 @@ __all__ = [
 STATE_ATTR = "_upsample_guidance_a1111"
 PENDING_ATTR = "_upsample_guidance_pending"
 
+
 class UnsupportedInput(ValueError):
     """An input this adapter cannot guide; the message is shown to the user as is."""
 

@@ -28,7 +28,7 @@ def _importable(name: str) -> bool:
 
 
 def detect_host() -> str:
-    """"forge", "forge_legacy" or "a1111" (see module docstring). Cheap: finds specs, imports nothing."""
+    """ "forge", "forge_legacy" or "a1111" (see module docstring). Cheap: finds specs, imports nothing."""
     if _importable("backend") and _importable("backend.sampling.sampling_function"):
         return FORGE
     if _importable("ldm_patched") and _importable("ldm_patched.modules.samplers"):

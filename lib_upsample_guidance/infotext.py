@@ -69,9 +69,7 @@ def _number(x: float) -> str:
     return format(float(x), ".6g")
 
 
-def make_params(
-    settings: _settings.UGSettings, *, base_px: int, hires_used: bool = False
-) -> dict[str, str]:
+def make_params(settings: _settings.UGSettings, *, base_px: int, hires_used: bool = False) -> dict[str, str]:
     """The infotext entries for a generation in which guidance ran.
 
     base_px: the base resolution actually used (pixels; resolved from the model family when the setting is

@@ -63,6 +63,7 @@ def model_family(sd_model: Any) -> str | None:
         return "sd1"
     return None
 
+
 RESAMPLERS: tuple[str, ...] = ("auto", "box", "spectral")
 SCALE_RANGE: tuple[float, float] = (0.0, 10.0)
 ETA_RANGE: tuple[float, float] = (0.0, 1.0)

@@ -42,7 +42,10 @@ OPTION_HIRES = "ug_default_hires_pass"
 BASE_OPTIONS: dict[str, tuple[str, str]] = {
     "sd1": ("ug_base_sd1", "Base resolution for SD 1.x models (px)"),
     "sd2": ("ug_base_sd2", "Base resolution for SD 2.x v-prediction models (768-v) (px)"),
-    "sd2_eps": ("ug_base_sd2_eps", "Base resolution for SD 2.x epsilon models (512-base, inpainting, depth) (px)"),
+    "sd2_eps": (
+        "ug_base_sd2_eps",
+        "Base resolution for SD 2.x epsilon models (512-base, inpainting, depth) (px)",
+    ),
     "sdxl": ("ug_base_sdxl", "Base resolution for SDXL models (px)"),
     "sd3": ("ug_base_sd3", "Base resolution for SD3 models (px)"),
 }
@@ -91,7 +94,10 @@ def on_ui_settings() -> None:
     opts.add_option(
         OPTION_HIRES,
         shared.OptionInfo(
-            _BUILTIN.guide_hires_pass, "Guide the hires. fix second pass by default", gr.Checkbox, section=section
+            _BUILTIN.guide_hires_pass,
+            "Guide the hires. fix second pass by default",
+            gr.Checkbox,
+            section=section,
         ),
     )
     for family, (key, label) in BASE_OPTIONS.items():
@@ -128,7 +134,9 @@ def defaults_from_opts(opts: Any) -> UGSettings:
         ),
         eta=_read(opts, OPTION_ETA, lambda v: parse_float(v, OPTION_ETA, *ETA_RANGE), _BUILTIN.eta),
         base_resolution=None,
-        resampler=_read(opts, OPTION_RESAMPLER, lambda v: parse_resampler(v, OPTION_RESAMPLER), _BUILTIN.resampler),
+        resampler=_read(
+            opts, OPTION_RESAMPLER, lambda v: parse_resampler(v, OPTION_RESAMPLER), _BUILTIN.resampler
+        ),
         guide_hires_pass=_read(
             opts, OPTION_HIRES, lambda v: parse_bool(v, OPTION_HIRES), _BUILTIN.guide_hires_pass
         ),

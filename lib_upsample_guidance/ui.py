@@ -70,7 +70,9 @@ def readout_text(
         return "Check width and height."
     target = (max(1, h // latent_factor), max(1, w // latent_factor))
     try:
-        plan = plan_low_res(target, base_px, latent_factor=latent_factor, granularity=granularity, resampler=kind)
+        plan = plan_low_res(
+            target, base_px, latent_factor=latent_factor, granularity=granularity, resampler=kind
+        )
     except ValueError as error:
         return f"Cannot plan: {error}"
     if plan is None:
@@ -140,7 +142,17 @@ def build(
             elem_id=elem_id("base"),
         )
         line = gr.HTML(
-            value=_html(readout(width0, height0, True, defaults.guidance_scale, defaults.eta, base_value, defaults.resampler)),
+            value=_html(
+                readout(
+                    width0,
+                    height0,
+                    True,
+                    defaults.guidance_scale,
+                    defaults.eta,
+                    base_value,
+                    defaults.resampler,
+                )
+            ),
             elem_id=elem_id("readout"),
             elem_classes=["ug-readout"],
         )

@@ -150,7 +150,7 @@ class UpsampleGuidanceScript(scripts.Script):
 
     @staticmethod
     def _forge_settings(p, settings: UGSettings) -> UGSettings:
-        """"Auto" base resolution from the Settings tab where the model family is known."""
+        """ "Auto" base resolution from the Settings tab where the model family is known."""
         if settings.base_resolution is not None:
             return settings
         key = model_family(getattr(p, "sd_model", None))
@@ -179,7 +179,9 @@ class UpsampleGuidanceScript(scripts.Script):
                 resampler=settings.resampler,
             )
             if plan is not None:
-                params = infotext.make_params(settings, base_px=int(base), hires_used=bool(getattr(p, "enable_hr", False)))
+                params = infotext.make_params(
+                    settings, base_px=int(base), hires_used=bool(getattr(p, "enable_hr", False))
+                )
                 p.extra_generation_params = {**p.extra_generation_params, **params}
         except Exception as error:  # infotext is best effort on Forge
             print(f"{WARNING_PREFIX} could not write the infotext: {error}")

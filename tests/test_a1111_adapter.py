@@ -39,14 +39,35 @@ def up(y, s=2):
     return y.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
 
 
-def setup_call(host, model, sampler_name, prompts, negatives, ug_args, *, image_cfg_scale=None, s_min_uncond=0.0,
-               size=16, seed=0, level=None, init_latent=None):
+def setup_call(
+    host,
+    model,
+    sampler_name,
+    prompts,
+    negatives,
+    ug_args,
+    *,
+    image_cfg_scale=None,
+    s_min_uncond=0.0,
+    size=16,
+    seed=0,
+    level=None,
+    init_latent=None,
+):
     """A p (with the script's process() run), a sampler initialised for it, and the forward's arguments."""
     from modules import prompt_parser, sd_samplers
 
     host.set_model(model)
-    p = host.txt2img(list(ug_args), prompt=prompts[0], negative_prompt=negatives[0], width=size * 8, height=size * 8,
-                     sampler_name=sampler_name, image_cfg_scale=image_cfg_scale, s_min_uncond=s_min_uncond)
+    p = host.txt2img(
+        list(ug_args),
+        prompt=prompts[0],
+        negative_prompt=negatives[0],
+        width=size * 8,
+        height=size * 8,
+        sampler_name=sampler_name,
+        image_cfg_scale=image_cfg_scale,
+        s_min_uncond=s_min_uncond,
+    )
     p.all_prompts, p.all_seeds = prompts, list(range(len(prompts)))
     p.scripts.process(p)
     sampler = sd_samplers.create_sampler(sampler_name, model)
@@ -64,10 +85,26 @@ def setup_call(host, model, sampler_name, prompts, negatives, ug_args, *, image_
     image_cond = p.image_conditioning_for(x, source=init_latent if init_latent is not None else x * 0.5)
     if init_latent is not None:
         sampler.model_wrap_cfg.init_latent = init_latent
-    sampler.sampler_extra_args = {"cond": c, "image_cond": image_cond, "uncond": uc, "cond_scale": 5.0,
-                                  "s_min_uncond": s_min_uncond}
-    return p, sampler, dict(x=x, sigma=sigma, uncond=uc, cond=c, cond_scale=5.0, s_min_uncond=s_min_uncond,
-                            image_cond=image_cond)
+    sampler.sampler_extra_args = {
+        "cond": c,
+        "image_cond": image_cond,
+        "uncond": uc,
+        "cond_scale": 5.0,
+        "s_min_uncond": s_min_uncond,
+    }
+    return (
+        p,
+        sampler,
+        dict(
+            x=x,
+            sigma=sigma,
+            uncond=uc,
+            cond=c,
+            cond_scale=5.0,
+            s_min_uncond=s_min_uncond,
+            image_cond=image_cond,
+        ),
+    )
 
 
 def cond_dict(model, text, image):
@@ -81,8 +118,8 @@ def cond_dict(model, text, image):
 
 def rows_of(text, i):
     if isinstance(text, dict):
-        return {k: v[i:i + 1] for k, v in text.items()}
-    return text[i:i + 1]
+        return {k: v[i : i + 1] for k, v in text.items()}
+    return text[i : i + 1]
 
 
 def expected_kdiff(sampler, model, args, weight=1.0, edit=False):
@@ -168,8 +205,9 @@ def test_sdxl_dict_conditioning(host):
 def test_edit_model_three_chunks(host):
     model = host.tiny_sd.TinySDModel(variant="edit", dtype=torch.float64)
     init = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    p, sampler, args = setup_call(host, model, "Euler", ["make it red"], [""], UG_ON, image_cfg_scale=1.5,
-                                  init_latent=init)
+    p, sampler, args = setup_call(
+        host, model, "Euler", ["make it red"], [""], UG_ON, image_cfg_scale=1.5, init_latent=init
+    )
     got = sampler.model_wrap_cfg(**args)
     x_out, _ = expected_kdiff(sampler, model, args, edit=True)
     c, img, unc = x_out.chunk(3)
@@ -197,6 +235,7 @@ def test_pad_cond_uncond_option_pads_low_res_call_too(host):
         got = sampler.model_wrap_cfg(**args)
         # expected: uncond padded with the empty-prompt chunk, then the plain row-wise formula
         from modules import prompt_parser
+
         uc = prompt_parser.reconstruct_cond_batch(args["uncond"], 0)
         padded = torch.cat([uc, model.cond_stage_model_empty_prompt.repeat(1, 1, 1)], dim=1)
         args2 = dict(args, uncond=[padded[0]])
@@ -272,18 +311,26 @@ def test_ddim_eps_step_equals_formula(host):
     k = 4.0
     sigma_t = math.exp(ls[int(t)])
     tau = float(np.interp(math.log(sigma_t / math.sqrt(k)), ls, np.arange(len(ls))))
-    a2 = 1.0 / (1.0 + sigma_t ** 2)
+    a2 = 1.0 / (1.0 + sigma_t**2)
     power = a2 + (1 - a2) / k
     inner = sampler.model_wrap_cfg.inner_model
     conds_list, tensor = prompt_parser.reconstruct_multicond_batch(args["cond"], 0)
     uncond = prompt_parser.reconstruct_cond_batch(args["uncond"], 0)
     x, ic = args["x"], args["image_cond"]
     outs = []
-    for i, text in [(0, rows_of(tensor, 0)), (1, rows_of(tensor, 1)), (0, rows_of(uncond, 0)), (1, rows_of(uncond, 1))]:
-        xr = x[i:i + 1]
-        eps = inner(xr, torch.tensor([t], dtype=torch.float64), cond=cond_dict(model, text, ic[i:i + 1]))
-        eps_low = inner(pool(xr) / math.sqrt(power), torch.tensor([tau], dtype=torch.float64),
-                        cond=cond_dict(model, text, ic[i:i + 1]))
+    for i, text in [
+        (0, rows_of(tensor, 0)),
+        (1, rows_of(tensor, 1)),
+        (0, rows_of(uncond, 0)),
+        (1, rows_of(uncond, 1)),
+    ]:
+        xr = x[i : i + 1]
+        eps = inner(xr, torch.tensor([t], dtype=torch.float64), cond=cond_dict(model, text, ic[i : i + 1]))
+        eps_low = inner(
+            pool(xr) / math.sqrt(power),
+            torch.tensor([tau], dtype=torch.float64),
+            cond=cond_dict(model, text, ic[i : i + 1]),
+        )
         outs.append(eps + up(eps_low / math.sqrt(k) - pool(eps)))
     want = combine(torch.cat(outs), conds_list, 2, 5.0)
     assert torch.allclose(got, want, atol=1e-8)
@@ -293,10 +340,13 @@ def test_schedule_uses_the_models_time_not_the_step(host):
     """eta 0.5: only calls with t(sigma)/999 >= 0.5 get a low-res call; second-order samplers (Heun) call the
     model twice per step and each call is judged by its own sigma; the low-res sigma is sigma/sqrt(k)."""
     model = host.tiny_sd.TinySDModel()
-    p = host.txt2img([True, 1.0, 0.5, "64", "box", True], prompt="a", negative_prompt="b", sampler_name="Heun",
-                     steps=6)
+    p = host.txt2img(
+        [True, 1.0, 0.5, "64", "box", True], prompt="a", negative_prompt="b", sampler_name="Heun", steps=6
+    )
     host.run(p)
-    calls = model.apply_model_calls if host.shared.sd_model is model else host.shared.sd_model.apply_model_calls
+    calls = (
+        model.apply_model_calls if host.shared.sd_model is model else host.shared.sd_model.apply_model_calls
+    )
     full = [(i, t) for i, (shape, t) in enumerate(calls) if shape[-1] == 16]
     low = [(i, t) for i, (shape, t) in enumerate(calls) if shape[-1] == 8]
     assert len(full) == 11  # 6 steps, second order, no second call on the last step

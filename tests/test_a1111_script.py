@@ -67,7 +67,12 @@ def test_every_sampler_guided_and_disabled_bit_identical(host, sampler, capsys):
 
 @pytest.mark.parametrize(
     "width,height,base,kind",
-    [(96, 96, "64", "spectral"), (128, 128, "64", "box"), (192, 128, "64", "box"), (200, 136, "64", "spectral")],
+    [
+        (96, 96, "64", "spectral"),
+        (128, 128, "64", "box"),
+        (192, 128, "64", "box"),
+        (200, 136, "64", "spectral"),
+    ],
 )
 def test_sizes(host, width, height, base, kind, capsys):
     p, on = run(host, [True, 1.0, 0.6, base, "auto", True], width=width, height=height)
@@ -108,7 +113,9 @@ def test_cfg_1_and_skip_early_cfg(host, capsys):
 
 
 def test_hires_fix_first_pass_noop_second_pass_per_setting(host, capsys):
-    hr = dict(width=64, height=64, enable_hr=True, hr_scale=2.0, hr_second_pass_steps=3, denoising_strength=0.6)
+    hr = dict(
+        width=64, height=64, enable_hr=True, hr_scale=2.0, hr_second_pass_steps=3, denoising_strength=0.6
+    )
     _, guided = run(host, ON, **hr)
     _, unguided_pass = run(host, ON[:5] + [False], **hr)
     _, off = run(host, [False], **hr)
@@ -136,7 +143,10 @@ def test_img2img_and_inpaint_model(host, capsys):
 
 
 def test_sd2_v_and_sdxl_models(host, capsys):
-    for model in (host.tiny_sd.TinySDModel(kind="sd2", parameterization="v"), host.tiny_sd.TinySDModel(kind="sdxl")):
+    for model in (
+        host.tiny_sd.TinySDModel(kind="sd2", parameterization="v"),
+        host.tiny_sd.TinySDModel(kind="sdxl"),
+    ):
         host.set_model(model)
         for sampler in ("Euler", "DDIM"):
             _, on = run(host, ON, sampler_name=sampler)
@@ -162,8 +172,17 @@ def test_auto_base_from_family_and_settings_tab(host, capsys):
 
 def test_settings_tab_defaults_feed_missing_args(host):
     opts = host.shared.opts
-    for key in ("ug_default_scale", "ug_default_eta", "ug_default_resampler", "ug_default_hires_pass",
-                "ug_base_sd1", "ug_base_sd2", "ug_base_sd2_eps", "ug_base_sdxl", "ug_base_sd3"):
+    for key in (
+        "ug_default_scale",
+        "ug_default_eta",
+        "ug_default_resampler",
+        "ug_default_hires_pass",
+        "ug_base_sd1",
+        "ug_base_sd2",
+        "ug_base_sd2_eps",
+        "ug_base_sdxl",
+        "ug_base_sd3",
+    ):
         assert key in opts.data_labels
         assert opts.data_labels[key].section == ("upsample_guidance", "Upsample guidance")
     opts.ug_default_eta = 0.3
@@ -182,6 +201,7 @@ def test_no_infotext_when_guidance_never_ran(host):
 
 
 # --- other extensions' patches: the image finishes without guidance, one warning ----------------------------
+
 
 def _controlnet_like(model):
     """Like sd-webui-controlnet: the UNet forward adds a hint made for the full-size latent."""
@@ -254,12 +274,27 @@ def test_failure_midway_keeps_earlier_steps_and_stops(host, capsys):
 
 # --- API args --------------------------------------------------------------------------------------------
 
+
 def test_api_positional_and_dict_forms(host):
     p1, a = run(host, [True, 1.2, 0.5, "64", "box", False])
-    p2, b = run(host, [{"enabled": True, "scale": 1.2, "eta": 0.5, "base_resolution": 64, "resampler": "box",
-                        "hires_pass": False}])
+    p2, b = run(
+        host,
+        [
+            {
+                "enabled": True,
+                "scale": 1.2,
+                "eta": 0.5,
+                "base_resolution": 64,
+                "resampler": "box",
+                "hires_pass": False,
+            }
+        ],
+    )
     assert same(a, b)
-    assert p1.extra_generation_params["UG scale"] == "1.2" and p2.extra_generation_params["UG resampler"] == "box"
+    assert (
+        p1.extra_generation_params["UG scale"] == "1.2"
+        and p2.extra_generation_params["UG resampler"] == "box"
+    )
 
 
 @pytest.mark.parametrize(
@@ -284,10 +319,15 @@ def test_api_bad_values_fail_the_request_naming_the_field(host, args, field, cap
 
 # --- XYZ -------------------------------------------------------------------------------------------------
 
+
 def test_xyz_axes_registered_once_and_applied(host):
     labels = [o.label for o in host.xyz.axis_options]
-    for label in ("[Upsample guidance] Enabled", "[Upsample guidance] Scale", "[Upsample guidance] Eta",
-                  "[Upsample guidance] Base resolution"):
+    for label in (
+        "[Upsample guidance] Enabled",
+        "[Upsample guidance] Scale",
+        "[Upsample guidance] Eta",
+        "[Upsample guidance] Base resolution",
+    ):
         assert labels.count(label) == 1
     host.callbacks.before_ui_callback()  # registering again adds nothing
     assert len(host.xyz.axis_options) == len(labels)
@@ -319,6 +359,7 @@ def test_callbacks_registered_once_across_reloads(host):
 
 
 # --- infotext round trip and fuzzing -------------------------------------------------------------------
+
 
 class _Component:
     def __init__(self, value):
@@ -371,7 +412,9 @@ def test_fuzzed_malformed_infotext_never_raises(host, capsys):
             assert value is None or isinstance(value, (bool, int, float, str))
         for _field, paste in ui.paste_spec():
             paste(params)
-        text = "a prompt\nSteps: 2, " + ", ".join(f"{k}: {v}" for k, v in params.items() if isinstance(v, str))
+        text = "a prompt\nSteps: 2, " + ", ".join(
+            f"{k}: {v}" for k, v in params.items() if isinstance(v, str)
+        )
         _paste(host, text)
     assert infotext.parse_params("not a dict") == {}
     out = capsys.readouterr().out
@@ -389,10 +432,17 @@ def test_forge_hosts_route_to_the_forge_adapter(host, monkeypatch):
     p.scripts.process(p)
     assert module.a1111.generation_state(p) is None
     p.scripts.process_before_every_sampling(p, x=torch.zeros(1, 4, 16, 16), noise=None, c=None, uc=None)
-    (_, settings), = seen
-    assert (settings.enabled, settings.guidance_scale, settings.eta, settings.resampler, settings.guide_hires_pass) == (
-        True, 1.1, 0.5, "box", False)
-    assert settings.base_resolution == 512  # "Auto" resolved from the Settings tab for a known family (SD 1.x)
+    ((_, settings),) = seen
+    assert (
+        settings.enabled,
+        settings.guidance_scale,
+        settings.eta,
+        settings.resampler,
+        settings.guide_hires_pass,
+    ) == (True, 1.1, 0.5, "box", False)
+    assert (
+        settings.base_resolution == 512
+    )  # "Auto" resolved from the Settings tab for a known family (SD 1.x)
     seen.clear()
     p = host.txt2img([False], prompt="a", steps=2)
     p.scripts.process(p)

@@ -12,24 +12,55 @@ from lib_upsample_guidance.settings import DEFAULT_FAMILY_BASES, UGSettings, mod
 def test_defaults_and_positional_round_trip():
     s = UGSettings()
     assert (s.enabled, s.guidance_scale, s.eta, s.base_resolution, s.resampler, s.guide_hires_pass) == (
-        False, 1.0, 0.6, None, "auto", True)
+        False,
+        1.0,
+        0.6,
+        None,
+        "auto",
+        True,
+    )
     custom = UGSettings(True, 1.25, 0.4, 768, "spectral", False)
     assert UGSettings.from_script_args(custom.as_args()) == custom
     assert UGSettings.from_script_args([]) == UGSettings()
     assert UGSettings.from_script_args([True], custom) == UGSettings(True, 1.25, 0.4, 768, "spectral", False)
 
 
-@pytest.mark.parametrize("raw,want", [("Auto", None), ("auto", None), ("", None), (None, None), (0, None),
-                                      ("512", 512), (768, 768), (1024.0, 1024), ("640px", 640), (" 96 ", 96)])
+@pytest.mark.parametrize(
+    "raw,want",
+    [
+        ("Auto", None),
+        ("auto", None),
+        ("", None),
+        (None, None),
+        (0, None),
+        ("512", 512),
+        (768, 768),
+        (1024.0, 1024),
+        ("640px", 640),
+        (" 96 ", 96),
+    ],
+)
 def test_base_resolution_forms(raw, want):
     assert UGSettings(base_resolution=raw).base_resolution == want
 
 
-@pytest.mark.parametrize("field,value", [("guidance_scale", float("nan")), ("guidance_scale", -0.1),
-                                         ("guidance_scale", True), ("eta", "1.01"), ("eta", None),
-                                         ("base_resolution", 512.5), ("base_resolution", 9000), ("base_resolution", True),
-                                         ("resampler", 3), ("enabled", 2), ("enabled", "yes please"),
-                                         ("guide_hires_pass", None)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("guidance_scale", float("nan")),
+        ("guidance_scale", -0.1),
+        ("guidance_scale", True),
+        ("eta", "1.01"),
+        ("eta", None),
+        ("base_resolution", 512.5),
+        ("base_resolution", 9000),
+        ("base_resolution", True),
+        ("resampler", 3),
+        ("enabled", 2),
+        ("enabled", "yes please"),
+        ("guide_hires_pass", None),
+    ],
+)
 def test_bad_values_name_the_field(field, value):
     names = {"guidance_scale": "scale", "guide_hires_pass": "hires_pass"}
     with pytest.raises(ValueError, match=repr(names.get(field, field))):
@@ -64,10 +95,20 @@ def test_family_bases_match_the_planner():
 def test_infotext_make_and_parse():
     s = UGSettings(True, 1.2, 0.45, None, "box", False)
     params = infotext.make_params(s, base_px=512, hires_used=True)
-    assert params == {"UG scale": "1.2", "UG eta": "0.45", "UG base": "512", "UG resampler": "box",
-                      "UG hires pass": "False"}
-    assert infotext.parse_params(params) == {"guidance_scale": 1.2, "eta": 0.45, "base_resolution": 512,
-                                             "resampler": "box", "guide_hires_pass": False}
+    assert params == {
+        "UG scale": "1.2",
+        "UG eta": "0.45",
+        "UG base": "512",
+        "UG resampler": "box",
+        "UG hires pass": "False",
+    }
+    assert infotext.parse_params(params) == {
+        "guidance_scale": 1.2,
+        "eta": 0.45,
+        "base_resolution": 512,
+        "resampler": "box",
+        "guide_hires_pass": False,
+    }
     assert "UG hires pass" not in infotext.make_params(s, base_px=512)
     warned = []
     assert infotext.parse_params({"UG scale": "x", "UG eta": "0.5"}, warned.append) == {"eta": 0.5}
@@ -81,7 +122,8 @@ def test_infotext_make_and_parse():
 def test_readout_text():
     kw = dict(enabled=True, guidance_scale=1.0, eta=0.6, resampler="auto", auto_base_px=512)
     assert ui.readout_text(1536, 1024, base="Auto", **kw) == (
-        "1536x1024 -> guided from 768x512 (2x, box), first 60% of the noise range")
+        "1536x1024 -> guided from 768x512 (2x, box), first 60% of the noise range"
+    )
     assert "no guidance" in ui.readout_text(512, 512, base="Auto", **kw)
     assert "spectral" in ui.readout_text(768, 768, base="Auto", **kw)
     assert ui.readout_text(1024, 1024, base="junk", **kw) == "Check the values above."
@@ -95,5 +137,9 @@ def test_xyz_specs_parse_like_the_settings():
     assert specs["ug_base"]["parse"]("Auto") is None and specs["ug_enabled"]["parse"]("False") is False
     with pytest.raises(ValueError):
         specs["ug_scale"]["parse"]("-1")
-    assert xyz.find_xyz_module([types.SimpleNamespace(script_class=type("S", (), {"__module__": "other.py"}),
-                                                      module=None)]) is None
+    assert (
+        xyz.find_xyz_module(
+            [types.SimpleNamespace(script_class=type("S", (), {"__module__": "other.py"}), module=None)]
+        )
+        is None
+    )
