@@ -9,8 +9,11 @@ out below; cost does not depend on weights; nothing is downloaded), wraps it as 
 repetitions in one process, batch 2 (cond + uncond rows, as a WebUI batches them):
     plain     the denoiser alone at the target latent size,
     guided    UpsampleGuidedDenoiser (the public entry point) at a sigma where guidance is on,
-    disabled  the same wrapper with guidance_scale 0 (must make no extra call and cost nothing).
-For each size pair it reports
+    disabled  the same wrapper with guidance_scale 0 (must make no extra call and cost nothing),
+    low       the low-res call alone (the core's query), to split guided - plain into the second model call
+              and the guidance path around it,
+and the guidance path alone around an identity model (microseconds). Ratios use process CPU time (one torch
+thread: robust to a shared machine); wall time is reported too. For each size pair it reports
     time ratio r = guided / plain (median and IQR of the per-repetition paired ratios),
     bound      b = 1 + FLOPs_low / FLOPs_high (torch.utils.flop_counter, one model call each),
     r / b,
@@ -19,7 +22,7 @@ For each size pair it reports
     peak memory: the peak of bytes live in torch's CPU allocator during one call (torch profiler's
                allocation events), guided and disabled against plain,
 and the FLOP accounting against Hires. fix at the same output size (two passes: n steps at the base size,
-then round(0.7 n) steps at the target):  UG = n F_high + n_g F_low,  Hires = n F_base + 0.7 n F_high.
+then int(0.7 n) steps at the target):  UG = n F_high + n_g F_low,  Hires = n F_base + int(0.7 n) F_high.
 
 diffusers is needed by this command only; it is imported inside `main`.
 """
@@ -459,7 +462,6 @@ def run_bench(
 
     runs: dict[tuple[str, str], Callable[[], Any]] = {}
     calls_per_run: dict[tuple[str, str], int] = {}
-    inputs = {}
     g = torch.Generator().manual_seed(0)
     for case in arch.timed:
         x = torch.randn(batch, 4, case.target, case.target, generator=g) * sigma_on
@@ -469,7 +471,6 @@ def run_bench(
         disabled = UpsampleGuidedDenoiser(
             den, base_size=case.base, guidance_scale=0.0, eta=ETA, sigma_to_t=convention.sigma_to_t
         )
-        inputs[case.label] = (x, sigma, extra)
         runs[(case.label, "plain")] = lambda x=x, s=sigma, e=extra: den(x, s, **e)
         runs[(case.label, "guided")] = lambda x=x, s=sigma, e=extra, m=guided: m(x, s, **e)
         # the low-res call alone (the core's query: D(x), sigma / sqrt(k)), to split guided - plain into the
