@@ -22,7 +22,7 @@ from .conventions import NoiseConvention
 from .guidance import guided
 from .planner import LowResPlan
 from .resample import Resampler
-from .schedule import guidance_weight
+from .schedule import guidance_weight, validate_eta, validate_guidance_scale
 
 __all__ = ["LowResQuery", "prepare_low_res_query"]
 
@@ -81,6 +81,10 @@ def prepare_low_res_query(
         )
     else:
         level = level.expand(x.shape[0])
+    # theta = 0 or eta = 0 gives weight 0 on every row whatever the level (schedule.guidance_weight): skip the
+    # time lookup, and on a GPU the device sync of the test below
+    if validate_guidance_scale(guidance_scale) == 0.0 or validate_eta(eta) == 0.0:
+        return None
     weight = guidance_weight(convention.normalised_time(level), guidance_scale, eta)
     if not bool((weight > 0).any()):
         return None
