@@ -40,9 +40,12 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 @lru_cache(maxsize=64)
 def _spectral_down_matrix_f64(high: int, low: int) -> torch.Tensor:
-    c_high = dct_matrix(high)
-    c_low = dct_matrix(low)
-    return math.sqrt(low / high) * (c_low.T @ c_high[:low])
+    # cached tensors are built outside inference mode: one made under torch.inference_mode() could not be
+    # used later in a computation that autograd records
+    with torch.inference_mode(False):
+        c_high = dct_matrix(high)
+        c_low = dct_matrix(low)
+        return math.sqrt(low / high) * (c_low.T @ c_high[:low])
 
 
 def spectral_down_matrix(high: int, low: int) -> torch.Tensor:
@@ -73,9 +76,10 @@ class _MatrixCache:
         key = (high, low, transpose_scale, dtype, device)
         m = self._store.get(key)
         if m is None:
-            d = spectral_down_matrix(high, low)
-            m = (d.T * (high / low)) if transpose_scale else d
-            m = m.to(device=device, dtype=dtype).contiguous()
+            with torch.inference_mode(False):  # see _spectral_down_matrix_f64
+                d = spectral_down_matrix(high, low)
+                m = (d.T * (high / low)) if transpose_scale else d
+                m = m.to(device=device, dtype=dtype).contiguous()
             if len(self._store) > 32:
                 self._store.clear()
             self._store[key] = m

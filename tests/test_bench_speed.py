@@ -26,6 +26,19 @@ def test_bound_job_ratio_and_hires_arithmetic():
     assert bs.hires_fix_flops(100, 25, n_steps=30, denoise=0.5) == 30 * 25 + 15 * 100
 
 
+def test_spectral_matrices_cached_under_inference_mode_still_work_with_autograd():
+    # the bench runs under torch.inference_mode(); the resamplers (and their matrices) are shared per size
+    from lib_upsample_guidance.planner import cached_resampler
+
+    r = cached_resampler((14, 14), (9, 9), "spectral")
+    with torch.inference_mode():
+        r.down(torch.randn(1, 1, 14, 14))
+        r.up(torch.randn(1, 1, 9, 9, dtype=torch.float64))
+    x = torch.randn(1, 1, 14, 14, requires_grad=True)
+    r.up(r.down(x) * 2).sum().backward()  # raised "Inference tensors cannot be saved for backward"
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_sd_table_and_karras_schedule_match_independent_values():
     ac = bs.scaled_linear_alphas_cumprod().numpy()
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
