@@ -107,7 +107,9 @@ def model_sampling_of(model: Any) -> Any:
     if predictor is None:
         predictor = getattr(model, "model_sampling", None)
     if predictor is None:
-        raise UnsupportedInput(f"the model ({type(model).__name__}) has neither .predictor nor .model_sampling")
+        raise UnsupportedInput(
+            f"the model ({type(model).__name__}) has neither .predictor nor .model_sampling"
+        )
     return predictor
 
 
@@ -167,7 +169,9 @@ def detect_model_family(sd_model: Any, model: Any) -> ModelFamily:
         return MODEL_FAMILIES["flux"]
     if getattr(sd_model, "is_sd3", False) is True or any(n in ("sd3", "stablediffusion3") for n in names):
         return MODEL_FAMILIES["sd3"]
-    if getattr(sd_model, "is_sdxl", False) is True or any("sdxl" in n or "stablediffusionxl" in n for n in names):
+    if getattr(sd_model, "is_sdxl", False) is True or any(
+        "sdxl" in n or "stablediffusionxl" in n for n in names
+    ):
         return MODEL_FAMILIES["sdxl"]
     if getattr(sd_model, "is_sd2", False) is True:
         # SD 2.x v-prediction checkpoints are 768-v; the epsilon ones (512-base, inpainting, depth) are 512
@@ -207,7 +211,9 @@ def lower_condition(cond: dict, size: tuple[int, int], down: Callable[[torch.Ten
     mask = cond.get("mask")
     if isinstance(mask, torch.Tensor):
         if tuple(mask.shape[-2:]) != size:
-            raise UnsupportedInput(f"a conditioning mask of shape {tuple(mask.shape)} does not match the latent")
+            raise UnsupportedInput(
+                f"a conditioning mask of shape {tuple(mask.shape)} does not match the latent"
+            )
         out["mask"] = down(mask)
     model_conds = cond.get("model_conds")
     if isinstance(model_conds, dict):
@@ -373,7 +379,9 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     )
     guided = query.apply(denoised, den_low)
     if guided.shape != denoised.shape:
-        raise RuntimeError(f"guided prediction has shape {tuple(guided.shape)}, expected {tuple(denoised.shape)}")
+        raise RuntimeError(
+            f"guided prediction has shape {tuple(guided.shape)}, expected {tuple(denoised.shape)}"
+        )
     if not bool(torch.isfinite(guided).all()) and bool(torch.isfinite(denoised).all()):
         raise FloatingPointError("the guided prediction is not finite")
     return guided.to(denoised.dtype)

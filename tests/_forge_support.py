@@ -58,7 +58,9 @@ class TinyNet(torch.nn.Module):
             self.conv_out = torch.nn.Conv2d(8, channels, 3, padding=1)
         self.timesteps_seen: list[torch.Tensor] = []
 
-    def forward(self, x, timesteps, context=None, control=None, transformer_options=None, y=None, guidance=None, **kw):
+    def forward(
+        self, x, timesteps, context=None, control=None, transformer_options=None, y=None, guidance=None, **kw
+    ):
         self.timesteps_seen.append(timesteps.detach().clone())
         t = timesteps.float().reshape(-1, 1)
         h = self.conv_in(x)

@@ -43,7 +43,9 @@ def main() -> int:
         _install_ui_components()
         from lib_upsample_guidance import settings_tab
 
-        assert host.shared.opts.data_labels.get(settings_tab.OPTION_SCALE) is not None, "settings not registered"
+        assert host.shared.opts.data_labels.get(settings_tab.OPTION_SCALE) is not None, (
+            "settings not registered"
+        )
         axes = [getattr(o, "label", "") for o in host.xyz.axis_options]
         assert any("Upsample" in a or "UG" in a for a in axes), f"no XYZ axes: {axes}"
 
@@ -61,9 +63,17 @@ def main() -> int:
                 kinds = [type(c).__name__ for c in inputs]
                 assert len(inputs) == 6, kinds
                 assert isinstance(inputs[0], gr.Checkbox) and inputs[0].value is False, kinds
-                assert [type(c) for c in inputs[1:]] == [gr.Slider, gr.Slider, gr.Dropdown, gr.Radio, gr.Checkbox], kinds
+                assert [type(c) for c in inputs[1:]] == [
+                    gr.Slider,
+                    gr.Slider,
+                    gr.Dropdown,
+                    gr.Radio,
+                    gr.Checkbox,
+                ], kinds
                 assert len(script.infotext_fields) == 6
-                assert [c.value for c in inputs[1:]] == [1.0, 0.6, "Auto", "auto", True], [c.value for c in inputs]
+                assert [c.value for c in inputs[1:]] == [1.0, 0.6, "Auto", "auto", True], [
+                    c.value for c in inputs
+                ]
         config = demo.get_config_file()
         assert any(c.get("props", {}).get("label") == "Guidance scale" for c in config["components"])
 
@@ -78,7 +88,13 @@ def main() -> int:
             runner.initialize_scripts(False)
             script = next(s for s in runner.alwayson_scripts if s.title() == "Upsample guidance")
             runner.create_script_ui(script)
-            assert [c.value for c in runner.inputs[script.args_from : script.args_to]][1:] == [1.0, 0.6, "Auto", "auto", True]
+            assert [c.value for c in runner.inputs[script.args_from : script.args_to]][1:] == [
+                1.0,
+                0.6,
+                "Auto",
+                "auto",
+                True,
+            ]
     print(f"OK gradio {gr.__version__}")
     return 0
 

@@ -25,9 +25,21 @@ DRIVER = HERE / "_gradio_ui_driver.py"
 VENVS = Path(os.environ.get("UG_GRADIO_VENVS", Path.home() / ".cache" / "upsample-guidance-test-venvs"))
 PINS = {
     # Forge main requirements_versions.txt @ dfdcbab6
-    "4.40.0": ["gradio==4.40.0", "fastapi==0.104.1", "pydantic==2.8.2", "huggingface-hub==0.26.2", "httpx==0.24.1"],
+    "4.40.0": [
+        "gradio==4.40.0",
+        "fastapi==0.104.1",
+        "pydantic==2.8.2",
+        "huggingface-hub==0.26.2",
+        "httpx==0.24.1",
+    ],
     # A1111 v1.10.1 / reForge: gradio 3.41.2 with fastapi 0.94 and pydantic 1.x
-    "3.41.2": ["gradio==3.41.2", "fastapi==0.94.0", "pydantic==1.10.15", "huggingface-hub==0.25.0", "httpx==0.24.1"],
+    "3.41.2": [
+        "gradio==3.41.2",
+        "fastapi==0.94.0",
+        "pydantic==1.10.15",
+        "huggingface-hub==0.25.0",
+        "httpx==0.24.1",
+    ],
 }
 
 

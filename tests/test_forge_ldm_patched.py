@@ -24,7 +24,9 @@ def lp():
         from modules_forge.unet_patcher import UnetPatcher
 
         old_style = samplers.STYLE
-        yield SimpleNamespace(conds=conds, mb=model_base, ms=model_sampling, samplers=samplers, UnetPatcher=UnetPatcher)
+        yield SimpleNamespace(
+            conds=conds, mb=model_base, ms=model_sampling, samplers=samplers, UnetPatcher=UnetPatcher
+        )
         samplers.STYLE = old_style
 
 
@@ -85,7 +87,9 @@ def test_cfg_one(lp, style):
     unet.model.calls.clear()
     got = lp.samplers.sampling_function(patched.model, x, sigma, uncond, cond, 1.0, patched.model_options)
     assert unet.model.calls == [(1, 4, 16, 16), (1, 4, 8, 8)]
-    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], None, 1.0, 1.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], None, 1.0, 1.0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_reforge_cond_scale_from_args(lp):
@@ -101,7 +105,9 @@ def test_reforge_cond_scale_from_args(lp):
     patched = p.sd_model.forge_objects.unet
     den = lp.samplers.sampling_function(unet.model, x, sigma, uncond, cond, 4.5, unet.model_options)
     got = lp.samplers.sampling_function(patched.model, x, sigma, uncond, cond, 4.5, patched.model_options)
-    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 4.5, 1.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 4.5, 1.0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_model_families(lp):
@@ -109,9 +115,14 @@ def test_model_families(lp):
     a1111_like = SimpleNamespace(is_sdxl=True, is_sd2=False, is_sd3=False)
     assert forge.detect_model_family(a1111_like, lp.mb.BaseModel(TinyNet(), eps)).name == "sdxl"
     assert forge.detect_model_family(SimpleNamespace(), lp.mb.SDXL(TinyNet(), eps)).name == "sdxl"
-    assert forge.detect_model_family(SimpleNamespace(), lp.mb.Flux(TinyNet(), _sampling(lp, "flow"))).name == "flux"
+    assert (
+        forge.detect_model_family(SimpleNamespace(), lp.mb.Flux(TinyNet(), _sampling(lp, "flow"))).name
+        == "flux"
+    )
     sd2_eps = forge.detect_model_family(SimpleNamespace(is_sd2=True), lp.mb.BaseModel(TinyNet(), eps))
-    sd2_v = forge.detect_model_family(SimpleNamespace(is_sd2=True), lp.mb.BaseModel(TinyNet(), _sampling(lp, "v")))
+    sd2_v = forge.detect_model_family(
+        SimpleNamespace(is_sd2=True), lp.mb.BaseModel(TinyNet(), _sampling(lp, "v"))
+    )
     assert (sd2_eps.name, sd2_eps.base_size_px, sd2_v.base_size_px) == ("sd2", 512, 768)
     assert forge.detect_model_family(SimpleNamespace(), lp.mb.BaseModel(TinyNet(), eps)).name == "sd1"
     flux_family = forge.detect_model_family(SimpleNamespace(), lp.mb.Flux(TinyNet(), _sampling(lp, "flow")))

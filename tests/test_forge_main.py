@@ -26,7 +26,9 @@ def fm():
         from backend.patcher.unet import UnetPatcher
         from backend.sampling import condition, sampling_function
 
-        yield type("FM", (), dict(kp=k_prediction, UnetPatcher=UnetPatcher, cond=condition, sf=sampling_function))
+        yield type(
+            "FM", (), dict(kp=k_prediction, UnetPatcher=UnetPatcher, cond=condition, sf=sampling_function)
+        )
 
 
 def _unet(fm, predictor, extra_in=0, seed=0):
@@ -151,7 +153,9 @@ def test_hires_pass_idempotent(fm):
     p.is_hr_pass = True
     forge.process_before_every_sampling(p, ON)
     twice = p.sd_model.forge_objects.unet
-    ours = [f for f in twice.model_options["sampler_post_cfg_function"] if getattr(f, forge._MARK_ATTR, False)]
+    ours = [
+        f for f in twice.model_options["sampler_post_cfg_function"] if getattr(f, forge._MARK_ATTR, False)
+    ]
     assert len(ours) == 1
     p.sd_model.forge_objects.unet = unet  # the reset
     forge.process_before_every_sampling(p, ON)
@@ -173,14 +177,18 @@ def test_hires_pass_uses_hr_cfg(fm):
     cond, uncond = _conds(fm, [c]), fm.cond.compile_conditions(u)
     den = _run(fm, unet, x, sigma, cond, uncond, 2.0)
     got = _run(fm, patched, x, sigma, cond, uncond, 2.0)
-    torch.testing.assert_close(got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 2.0, 0.8), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, expected_guided(unet.model, x, sigma, den, [(c, 1.0)], u, 2.0, 0.8), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_hires_pass_not_guided_when_off(fm):
     unet = _unet(fm, fm.kp.Prediction())
     p = make_p(unet)
     p.is_hr_pass = True
-    forge.process_before_every_sampling(p, UGSettings(enabled=True, base_resolution=64, guide_hires_pass=False))
+    forge.process_before_every_sampling(
+        p, UGSettings(enabled=True, base_resolution=64, guide_hires_pass=False)
+    )
     assert p.sd_model.forge_objects.unet is unet
 
 
@@ -188,7 +196,10 @@ def test_disabled_leaves_patcher_untouched(fm):
     unet = _unet(fm, fm.kp.Prediction())
     p = make_p(unet)
     before = repr(unet.model_options)
-    for settings in (UGSettings(enabled=False, base_resolution=64), UGSettings(enabled=True, guidance_scale=0.0)):
+    for settings in (
+        UGSettings(enabled=False, base_resolution=64),
+        UGSettings(enabled=True, guidance_scale=0.0),
+    ):
         forge.process_before_every_sampling(p, settings)
         assert p.sd_model.forge_objects.unet is unet
         assert repr(unet.model_options) == before
@@ -212,7 +223,9 @@ def test_not_above_base_and_late_steps_are_free(fm):
     x = torch.randn(1, 4, 16, 16)
     unet.model.calls.clear()
     got = _run(fm, patched, x, torch.full((1,), 0.1), cond, uncond, 5.0)
-    torch.testing.assert_close(got, _run(fm, unet, x, torch.full((1,), 0.1), cond, uncond, 5.0), rtol=0, atol=0)
+    torch.testing.assert_close(
+        got, _run(fm, unet, x, torch.full((1,), 0.1), cond, uncond, 5.0), rtol=0, atol=0
+    )
     assert unet.model.calls == [(2, 4, 16, 16), (2, 4, 16, 16)]
 
 
@@ -261,7 +274,10 @@ def test_failure_in_patching_keeps_patcher(fm, capsys):
     unet.clone = bad_clone
     forge.process_before_every_sampling(p, ON)
     assert p.sd_model.forge_objects.unet is unet
-    assert capsys.readouterr().out.count("guidance turned off for this image: AttributeError: no clone here") == 1
+    assert (
+        capsys.readouterr().out.count("guidance turned off for this image: AttributeError: no clone here")
+        == 1
+    )
 
 
 def test_sampling_end_to_end_changes_result(fm):
@@ -334,7 +350,9 @@ def test_custom_cfg_function_is_mirrored(fm):
     x_lo, lvl = torch.nn.functional.avg_pool2d(x, 2), sigma / 2
     c_lo = unet.model.apply_model(x_lo, lvl, c_crossattn=c)
     u_lo = unet.model.apply_model(x_lo, lvl, c_crossattn=u)
-    den_lo = x_lo - _rescaled_cfg({"input": x_lo, "cond": x_lo - c_lo, "uncond": x_lo - u_lo, "cond_scale": 8.0})
+    den_lo = x_lo - _rescaled_cfg(
+        {"input": x_lo, "cond": x_lo - c_lo, "uncond": x_lo - u_lo, "cond_scale": 8.0}
+    )
     pool = torch.nn.functional.avg_pool2d
     want = den + 0.8 * (den_lo - pool(den, 2)).repeat_interleave(2, -2).repeat_interleave(2, -1)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -39,10 +39,19 @@ def forge_host():
             from backend.patcher.unet import UnetPatcher
             from backend.sampling import condition, sampling_function
 
-            module = next(d.module for d in host.scripts.scripts_data if d.script_class.__name__ == "UpsampleGuidanceScript")
+            module = next(
+                d.module
+                for d in host.scripts.scripts_data
+                if d.script_class.__name__ == "UpsampleGuidanceScript"
+            )
             assert module.HOST == "forge"
             yield SimpleNamespace(
-                host=host, runner=runner, kp=k_prediction, UnetPatcher=UnetPatcher, cond=condition, sf=sampling_function
+                host=host,
+                runner=runner,
+                kp=k_prediction,
+                UnetPatcher=UnetPatcher,
+                cond=condition,
+                sf=sampling_function,
             )
         finally:
             sys.path.remove(str(FORGE_MAIN))
