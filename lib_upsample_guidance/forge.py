@@ -29,6 +29,7 @@ import torch
 
 from .conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from .planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
+from .step import prepare_low_res_query
 
 __all__ = [
     "process_before_every_sampling",
@@ -327,8 +328,6 @@ class GuidanceContext:
 def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     """The guided x0 prediction for one post-CFG call (args: Forge's post-CFG dict), or args["denoised"]
     unchanged when no guidance applies to this call (target not above the base size, weight 0)."""
-    from .step import prepare_low_res_query
-
     denoised = args["denoised"]
     x = args["input"]
     model = args["model"]
