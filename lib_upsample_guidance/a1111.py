@@ -36,6 +36,7 @@ from modules import prompt_parser, script_callbacks, shared
 from . import infotext
 from . import settings as _settings
 from .conventions import DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
+from .generation import GuardState, UnsupportedInput, describe
 from .planner import MODEL_FAMILIES, LowResPlan, plan_low_res
 from .settings import DEFAULT_FAMILY_BASES, WARNING_PREFIX, UGSettings
 from .step import LowResQuery, prepare_low_res_query
@@ -58,10 +59,6 @@ STATE_ATTR = "_upsample_guidance_a1111"
 PENDING_ATTR = "_upsample_guidance_pending"
 
 
-class UnsupportedInput(ValueError):
-    """An input this adapter cannot guide; the message is shown to the user as is."""
-
-
 def model_family(sd_model: Any) -> str:
     """Family key of an A1111 model (a key of DEFAULT_FAMILY_BASES); models without a flag count as SD 1.x."""
     return _settings.model_family(sd_model) or "sd1"
@@ -71,36 +68,18 @@ def _planner_family(key: str):
     return MODEL_FAMILIES["sd2" if key == "sd2_eps" else key]
 
 
-@dataclass
-class GenerationState:
+@dataclass(kw_only=True)
+class GenerationState(GuardState):
     """What one generation (one process_images call) needs across its sampling steps.
 
     family_bases: trained base size per family key (Settings tab) for base_resolution "auto".
-    off_reason: set once guidance failed; it then stays off for the rest of the generation.
-    ran: guidance changed at least one step (infotext is written then).
+    Inherited from GuardState: off_reason / turn_off (guidance off after a failure, one warning) and ran
+    (guidance changed at least one step; the infotext is written then).
     """
 
     settings: UGSettings
     family_bases: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FAMILY_BASES))
-    off_reason: str | None = None
-    ran: bool = False
-    warnings: int = 0
     _plans: dict = field(default_factory=dict)
-
-    @property
-    def off(self) -> bool:
-        return self.off_reason is not None
-
-    def turn_off(self, why: str) -> None:
-        """Guidance off for the rest of this generation, with ONE console warning (the first reason)."""
-        if self.off_reason is not None:
-            return
-        self.off_reason = why
-        self.warnings += 1
-        print(
-            f"{WARNING_PREFIX} guidance turned off for the rest of this generation "
-            f"(the image is finished without it): {why}"
-        )
 
     def base_px(self, family_key: str) -> int:
         if self.settings.base_resolution is not None:
@@ -151,13 +130,6 @@ def register_callbacks() -> None:
     script_callbacks.on_cfg_denoised(on_cfg_denoised)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, UnsupportedInput):
-        return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 @dataclass
 class _Pending:
     params: Any  # the CFGDenoiserParams of this model evaluation
@@ -176,7 +148,7 @@ def on_cfg_denoiser(params: Any) -> None:
         inner = params.denoiser.inner_model
         setattr(inner, PENDING_ATTR, _Pending(params, state))
     except Exception as exc:  # never lose the user's image
-        state.turn_off(_describe(exc))
+        state.turn_off(describe(exc))
 
 
 def on_cfg_denoised(params: Any) -> None:
@@ -201,7 +173,7 @@ def on_cfg_denoised(params: Any) -> None:
             state.ran = True
             _write_infotext(pending.params.denoiser.p, state)
     except Exception as exc:  # never lose the user's image: x_out is untouched until the copy above
-        state.turn_off(_describe(exc))
+        state.turn_off(describe(exc))
 
 
 def _write_infotext(p: Any, state: GenerationState) -> None:

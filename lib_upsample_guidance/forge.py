@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
+from . import infotext
 from .conventions import KarrasSigma, NoiseConvention, RectifiedFlow
+from .generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 from .planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
 from .step import prepare_low_res_query
 
@@ -43,36 +45,16 @@ __all__ = [
     "WARNING_PREFIX",
 ]
 
-WARNING_PREFIX = "[Upsample guidance]"
 _MARK_ATTR = "_upsample_guidance_post_cfg"
 _STATE_ATTR = "_upsample_guidance_forge_state"
 
 
-class UnsupportedInput(ValueError):
-    """Raised for inputs the Forge adapter cannot guide; the message is shown to the user as is."""
+@dataclass(kw_only=True)
+class ForgeGenerationState(GuardState):
+    """Per-generation state (GuardState: off after a failure with one warning; ran: guidance changed a step).
+    infotext: the entries to write into p's infotext the first time guidance changes a step."""
 
-
-@dataclass
-class ForgeGenerationState:
-    """Per-generation state: once guidance fails it stays off for the rest of the generation.
-
-    `off_reason` is None while guidance is allowed. `warnings` counts the console warnings printed (at most 1).
-    """
-
-    off_reason: str | None = None
-    warnings: int = 0
-
-    @property
-    def off(self) -> bool:
-        return self.off_reason is not None
-
-    def turn_off(self, why: str) -> None:
-        """Turn guidance off for the rest of this generation and print ONE warning (the first reason)."""
-        if self.off_reason is not None:
-            return
-        self.off_reason = why
-        self.warnings += 1
-        print(f"{WARNING_PREFIX} the Forge guidance path failed; guidance turned off for this image: {why}")
+    infotext: dict[str, str] | None = None
 
 
 def generation_state(p: Any) -> ForgeGenerationState:
@@ -89,13 +71,6 @@ def begin_generation(p: Any) -> ForgeGenerationState:
     state = ForgeGenerationState()
     setattr(p, _STATE_ATTR, state)
     return state
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, UnsupportedInput):
-        return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,6 +279,7 @@ class GuidanceContext:
     cfg_scale: float
     state: ForgeGenerationState
     calc_cond_uncond_batch: Callable | None = None
+    p: Any = None  # the processing object, for the infotext
     _plans: dict = field(default_factory=dict)
     _conventions: dict = field(default_factory=dict)
 
@@ -395,13 +371,25 @@ def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tenso
         if ctx.state.off:
             return denoised
         try:
-            return guided_denoised(args, ctx)
+            guided = guided_denoised(args, ctx)
         except Exception as exc:  # never lose the user's image
-            ctx.state.turn_off(_describe(exc))
+            ctx.state.turn_off(describe(exc))
             return denoised
+        if guided is not denoised and not ctx.state.ran:
+            ctx.state.ran = True
+            _write_infotext(ctx)
+        return guided
 
     setattr(upsample_guidance_post_cfg, _MARK_ATTR, True)
     return upsample_guidance_post_cfg
+
+
+def _write_infotext(ctx: GuidanceContext) -> None:
+    """Add the settings to p's infotext (guidance ran). XYZ cells share one dict: write into a copy."""
+    p = ctx.p
+    if p is None or not ctx.state.infotext:
+        return
+    p.extra_generation_params = {**getattr(p, "extra_generation_params", {}), **ctx.state.infotext}
 
 
 def _remove_ours(model_options: dict) -> None:
@@ -410,11 +398,18 @@ def _remove_ours(model_options: dict) -> None:
         model_options["sampler_post_cfg_function"] = [f for f in fns if not getattr(f, _MARK_ATTR, False)]
 
 
-def _base_size(settings: Any, family: ModelFamily) -> int | tuple[int, int]:
+def family_key(family: ModelFamily) -> str:
+    """The Settings-tab key of a detected family (SD 2.x epsilon checkpoints have their own 512 px entry)."""
+    return "sd2_eps" if family.name == "sd2" and family.base_size_px == 512 else family.name
+
+
+def _base_size(settings: Any, family: ModelFamily, family_bases: dict[str, int] | None) -> int:
+    """The base resolution in px: the setting, or for "auto" the Settings-tab value of the family
+    (the family's own default where the tab has none, e.g. Flux)."""
     base = getattr(settings, "base_resolution", "auto")
     if base in (None, "auto", "Auto", "", 0):
-        return family.base_size_px
-    return base
+        return int((family_bases or {}).get(family_key(family), family.base_size_px))
+    return int(base)
 
 
 def _pass_cfg_scale(p: Any) -> float:
@@ -423,11 +418,13 @@ def _pass_cfg_scale(p: Any) -> float:
     return float(getattr(p, "cfg_scale", 1.0))
 
 
-def process_before_every_sampling(p: Any, settings: Any) -> None:
+def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str, int] | None = None) -> None:
     """Patch a clone of p.sd_model.forge_objects.unet with the guidance post-CFG function.
 
     settings: the extension's settings (enabled, guidance_scale, eta, base_resolution "auto" | px, resampler,
-    guide_hires_pass). Disabled, a zero guidance scale, or an unguided hires pass: nothing is touched.
+    guide_hires_pass); family_bases: the Settings tab's base size per family key, for "auto".
+    Disabled, a zero guidance scale, or an unguided hires pass: nothing is touched. The infotext is written
+    the first time guidance changes a step.
     Idempotent: a function of ours already on the patcher is replaced, never stacked (Forge calls this hook
     twice in the hires pass and resets forge_objects before each pass).
     """
@@ -448,13 +445,17 @@ def process_before_every_sampling(p: Any, settings: Any) -> None:
         ctx = GuidanceContext(
             guidance_scale=float(settings.guidance_scale),
             eta=float(settings.eta),
-            base_size_px=_base_size(settings, family),
+            base_size_px=_base_size(settings, family, family_bases),
             family=family,
             resampler=str(getattr(settings, "resampler", "auto")),
             cfg_scale=_pass_cfg_scale(p),
             state=state,
+            p=p,
+        )
+        state.infotext = infotext.make_params(
+            settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))
         )
         unet.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
         forge_objects.unet = unet
     except Exception as exc:
-        state.turn_off(_describe(exc))
+        state.turn_off(describe(exc))

@@ -7,12 +7,10 @@ A1111 puts the extension root on sys.path only while it imports this file.
 
 from __future__ import annotations
 
-import dataclasses
-
 from modules import script_callbacks, scripts, shared
 
 from lib_upsample_guidance import a1111, forge, host, infotext, settings_tab, ui, xyz
-from lib_upsample_guidance.planner import MODEL_FAMILIES, plan_low_res
+from lib_upsample_guidance.planner import MODEL_FAMILIES
 from lib_upsample_guidance.settings import (
     DEFAULT_FAMILY_BASES,
     OVERRIDE_ATTRS,
@@ -39,8 +37,12 @@ _SIZE_IDS = {
 
 def _auto_base_px(sd_model) -> tuple[int, int]:
     """(base px, size granularity) for "Auto" with the loaded model (Settings tab value per family)."""
-    key = model_family(sd_model) or "sd1"
     bases = settings_tab.family_bases_from_opts(shared.opts)
+    if host.is_forge_model(sd_model):  # Forge knows Flux / SD3 / SD 2.x-v from the model itself
+        family = forge.detect_model_family(sd_model, sd_model.forge_objects.unet.model)
+        key = forge.family_key(family)
+        return bases.get(key, family.base_size_px), family.granularity
+    key = model_family(sd_model) or "sd1"
     family = MODEL_FAMILIES["sd2" if key == "sd2_eps" else key]
     return bases.get(key, DEFAULT_FAMILY_BASES[key]), family.granularity
 
@@ -124,6 +126,7 @@ class UpsampleGuidanceScript(scripts.Script):
             p.extra_generation_params = {k: v for k, v in extra.items() if k not in infotext.KEYS}
         setattr(p, SETTINGS_ATTR, None)
         a1111.begin_generation(p, UGSettings())  # clears any state copied from another p
+        forge.begin_generation(p)
         try:
             settings = self._settings(p, args)
         except ValueError as error:
@@ -141,50 +144,7 @@ class UpsampleGuidanceScript(scripts.Script):
         settings = getattr(p, SETTINGS_ATTR, None)
         if settings is None:
             return
-        try:
-            settings = self._forge_settings(p, settings)
-        except Exception:
-            pass
-        forge.process_before_every_sampling(p, settings)
-        self._forge_infotext(p, settings, kwargs.get("x"))
-
-    @staticmethod
-    def _forge_settings(p, settings: UGSettings) -> UGSettings:
-        """ "Auto" base resolution from the Settings tab where the model family is known."""
-        if settings.base_resolution is not None:
-            return settings
-        key = model_family(getattr(p, "sd_model", None))
-        if key is None:
-            return settings
-        base = settings_tab.family_bases_from_opts(shared.opts).get(key)
-        return dataclasses.replace(settings, base_resolution=base) if base else settings
-
-    @staticmethod
-    def _forge_infotext(p, settings: UGSettings, x) -> None:
-        """Forge: write the infotext when this pass will be guided (the target is above the base size)."""
-        try:
-            if forge.generation_state(p).off or x is None:
-                return
-            if getattr(p, "is_hr_pass", False) and not settings.guide_hires_pass:
-                return
-            unet = p.sd_model.forge_objects.unet
-            family = forge.detect_model_family(p.sd_model, unet.model)
-            base = settings.base_resolution or family.base_size_px
-            size = (int(x.shape[-2]), int(x.shape[-1]))
-            plan = plan_low_res(
-                size,
-                base,
-                latent_factor=family.latent_factor,
-                granularity=family.granularity,
-                resampler=settings.resampler,
-            )
-            if plan is not None:
-                params = infotext.make_params(
-                    settings, base_px=int(base), hires_used=bool(getattr(p, "enable_hr", False))
-                )
-                p.extra_generation_params = {**p.extra_generation_params, **params}
-        except Exception as error:  # infotext is best effort on Forge
-            print(f"{WARNING_PREFIX} could not write the infotext: {error}")
+        forge.process_before_every_sampling(p, settings, settings_tab.family_bases_from_opts(shared.opts))
 
     def postprocess(self, p, processed, *args):
         state = a1111.generation_state(p)

@@ -427,12 +427,14 @@ def test_forge_hosts_route_to_the_forge_adapter(host, monkeypatch):
     module = host.script_module
     seen = []
     monkeypatch.setattr(module, "HOST", "forge")
-    monkeypatch.setattr(module.forge, "process_before_every_sampling", lambda p, s: seen.append((p, s)))
+    monkeypatch.setattr(
+        module.forge, "process_before_every_sampling", lambda p, s, bases: seen.append((p, s, bases))
+    )
     p = host.txt2img([True, 1.1, 0.5, "Auto", "box", False], prompt="a", steps=2)
     p.scripts.process(p)
     assert module.a1111.generation_state(p) is None
     p.scripts.process_before_every_sampling(p, x=torch.zeros(1, 4, 16, 16), noise=None, c=None, uc=None)
-    ((_, settings),) = seen
+    ((_, settings, bases),) = seen
     assert (
         settings.enabled,
         settings.guidance_scale,
@@ -440,9 +442,9 @@ def test_forge_hosts_route_to_the_forge_adapter(host, monkeypatch):
         settings.resampler,
         settings.guide_hires_pass,
     ) == (True, 1.1, 0.5, "box", False)
-    assert (
-        settings.base_resolution == 512
-    )  # "Auto" resolved from the Settings tab for a known family (SD 1.x)
+    # "Auto" stays auto; the adapter resolves it from the detected family and the Settings tab's bases
+    assert settings.base_resolution is None
+    assert bases["sd1"] == 512 and bases["sdxl"] == 1024
     seen.clear()
     p = host.txt2img([False], prompt="a", steps=2)
     p.scripts.process(p)

@@ -127,9 +127,14 @@ def test_script_hires_pass_twice_one_patch(forge_host):
     fh.runner.process_before_every_sampling(p, x=xh, noise=xh, c=None, uc=None)  # before the reset
     p.sd_model.forge_objects.unet = original  # Forge's reset
     fh.runner.process_before_every_sampling(p, x=xh, noise=xh, c=None, uc=None)
-    fns = p.sd_model.forge_objects.unet.model_options["sampler_post_cfg_function"]
+    patched = p.sd_model.forge_objects.unet
+    fns = patched.model_options["sampler_post_cfg_function"]
     assert len(fns) == 1
+    assert not any(k.startswith("UG ") for k in p.extra_generation_params)  # nothing guided yet
+    c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+    _step(fh, patched, xh, torch.full((1,), 3.0), c, u, 3.0)  # one guided step of the hires pass
     assert p.extra_generation_params.get("UG hires pass") == "True"
+    assert p.extra_generation_params.get("UG base") == "64"
 
 
 def test_script_bad_api_value_refuses_generation_cleanly(forge_host, capsys):
@@ -142,3 +147,19 @@ def test_script_bad_api_value_refuses_generation_cleanly(forge_host, capsys):
     with pytest.raises(ValueError, match="eta"):
         p.sample()
     assert "Traceback" not in capsys.readouterr().out
+
+
+def test_script_infotext_only_when_guidance_ran(forge_host):
+    """Patched but every step outside the guided time range (eta 0.3, small sigmas): no UG infotext."""
+    fh = forge_host
+    p, _ = _p(fh, [True, 1.0, 0.3, "64"])
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process(p)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    patched = p.sd_model.forge_objects.unet
+    c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+    for sigma in (0.5, 0.1):  # t/T well below 1 - eta
+        _step(fh, patched, x, torch.full((1,), sigma), c, u, 5.0)
+    assert not any(k.startswith("UG ") for k in p.extra_generation_params)
+    _step(fh, patched, x, torch.full((1,), 14.0), c, u, 5.0)  # a guided step
+    assert p.extra_generation_params.get("UG eta") == "0.3"
