@@ -64,10 +64,6 @@ def model_family(sd_model: Any) -> str:
     return _settings.model_family(sd_model) or "sd1"
 
 
-def _planner_family(key: str):
-    return MODEL_FAMILIES["sd2" if key == "sd2_eps" else key]
-
-
 @dataclass(kw_only=True)
 class GenerationState(GuardState):
     """What one generation (one process_images call) needs across its sampling steps.
@@ -89,7 +85,7 @@ class GenerationState(GuardState):
     def plan(self, size: tuple[int, int], family_key: str) -> LowResPlan | None:
         key = (size, family_key)
         if key not in self._plans:
-            family = _planner_family(family_key)
+            family = MODEL_FAMILIES[family_key]
             self._plans[key] = plan_low_res(
                 size,
                 self.base_px(family_key),

@@ -19,7 +19,6 @@ Per-generation state lives on `p` (attribute `_upsample_guidance_forge_state`), 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -153,7 +152,7 @@ def detect_model_family(sd_model: Any, model: Any) -> ModelFamily:
         # SD 2.x v-prediction checkpoints are 768-v; the epsilon ones (512-base, inpainting, depth) are 512
         if _is_v_prediction(model_sampling_of(model)):
             return MODEL_FAMILIES["sd2"]
-        return dataclasses.replace(MODEL_FAMILIES["sd2"], base_size_px=512)
+        return MODEL_FAMILIES["sd2_eps"]
     if _is_flow(model_sampling_of(model)):
         return MODEL_FAMILIES["flux"]
     return MODEL_FAMILIES["sd1"]
@@ -398,17 +397,12 @@ def _remove_ours(model_options: dict) -> None:
         model_options["sampler_post_cfg_function"] = [f for f in fns if not getattr(f, _MARK_ATTR, False)]
 
 
-def family_key(family: ModelFamily) -> str:
-    """The Settings-tab key of a detected family (SD 2.x epsilon checkpoints have their own 512 px entry)."""
-    return "sd2_eps" if family.name == "sd2" and family.base_size_px == 512 else family.name
-
-
 def _base_size(settings: Any, family: ModelFamily, family_bases: dict[str, int] | None) -> int:
     """The base resolution in px: the setting, or for "auto" the Settings-tab value of the family
     (the family's own default where the tab has none, e.g. Flux)."""
     base = getattr(settings, "base_resolution", "auto")
     if base in (None, "auto", "Auto", "", 0):
-        return int((family_bases or {}).get(family_key(family), family.base_size_px))
+        return int((family_bases or {}).get(family.name, family.base_size_px))
     return int(base)
 
 

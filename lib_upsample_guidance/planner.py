@@ -50,7 +50,8 @@ class ModelFamily:
 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     "sd1": ModelFamily("sd1", 512, 8, 8),
-    "sd2": ModelFamily("sd2", 768, 8, 8),
+    "sd2": ModelFamily("sd2", 768, 8, 8),  # SD 2.x v-prediction (768-v)
+    "sd2_eps": ModelFamily("sd2_eps", 512, 8, 8),  # SD 2.x epsilon checkpoints (512-base, inpainting, depth)
     "sdxl": ModelFamily("sdxl", 1024, 8, 4),
     "sd3": ModelFamily("sd3", 1024, 8, 2),
     "flux": ModelFamily("flux", 1024, 8, 2),

@@ -1,6 +1,6 @@
 """Per-generation settings of the WebUI script: one validated, normalised value object.
 
-Host-free (no WebUI, gradio or torch imports): shared by the A1111 and Forge paths. Three sources feed it,
+Host-free (no WebUI or gradio imports): shared by the A1111 and Forge paths. Three sources feed it,
 all normalised here once:
 
 * the positional values of the UI controls (also the HTTP API's ``alwayson_scripts`` ``args`` list), in the
@@ -18,6 +18,9 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .planner import MODEL_FAMILIES
+from .resample import RESAMPLER_KINDS
 
 __all__ = [
     "ARG_ORDER",
@@ -40,14 +43,10 @@ __all__ = [
 WARNING_PREFIX = "[Upsample guidance]"
 
 DEFAULT_FAMILY_BASES: dict[str, int] = {
-    "sd1": 512,
-    "sd2": 768,
-    "sd2_eps": 512,
-    "sdxl": 1024,
-    "sd3": 1024,
+    key: MODEL_FAMILIES[key].base_size_px for key in ("sd1", "sd2", "sd2_eps", "sdxl", "sd3")
 }
-"""Trained base size (px) per model family key: "sd2" = SD 2.x v-prediction (768-v), "sd2_eps" = SD 2.x
-epsilon models (512-base, inpainting, depth). Matches planner.MODEL_FAMILIES where the keys overlap."""
+"""Trained base size (px) per model family with a Settings-tab entry: "sd2" = SD 2.x v-prediction (768-v),
+"sd2_eps" = SD 2.x epsilon models (512-base, inpainting, depth). From planner.MODEL_FAMILIES."""
 
 
 def model_family(sd_model: Any) -> str | None:
@@ -64,7 +63,7 @@ def model_family(sd_model: Any) -> str | None:
     return None
 
 
-RESAMPLERS: tuple[str, ...] = ("auto", "box", "spectral")
+RESAMPLERS: tuple[str, ...] = RESAMPLER_KINDS
 SCALE_RANGE: tuple[float, float] = (0.0, 10.0)
 ETA_RANGE: tuple[float, float] = (0.0, 1.0)
 BASE_RANGE: tuple[int, int] = (64, 8192)

@@ -40,10 +40,9 @@ def _auto_base_px(sd_model) -> tuple[int, int]:
     bases = settings_tab.family_bases_from_opts(shared.opts)
     if host.is_forge_model(sd_model):  # Forge knows Flux / SD3 / SD 2.x-v from the model itself
         family = forge.detect_model_family(sd_model, sd_model.forge_objects.unet.model)
-        key = forge.family_key(family)
-        return bases.get(key, family.base_size_px), family.granularity
+        return bases.get(family.name, family.base_size_px), family.granularity
     key = model_family(sd_model) or "sd1"
-    family = MODEL_FAMILIES["sd2" if key == "sd2_eps" else key]
+    family = MODEL_FAMILIES[key]
     return bases.get(key, DEFAULT_FAMILY_BASES[key]), family.granularity
 
 

@@ -123,7 +123,7 @@ def test_model_families(lp):
     sd2_v = forge.detect_model_family(
         SimpleNamespace(is_sd2=True), lp.mb.BaseModel(TinyNet(), _sampling(lp, "v"))
     )
-    assert (sd2_eps.name, sd2_eps.base_size_px, sd2_v.base_size_px) == ("sd2", 512, 768)
+    assert (sd2_eps.name, sd2_eps.base_size_px, sd2_v.base_size_px) == ("sd2_eps", 512, 768)
     assert forge.detect_model_family(SimpleNamespace(), lp.mb.BaseModel(TinyNet(), eps)).name == "sd1"
     flux_family = forge.detect_model_family(SimpleNamespace(), lp.mb.Flux(TinyNet(), _sampling(lp, "flow")))
     assert (flux_family.base_size_px, flux_family.granularity) == (1024, 2)
