@@ -15,13 +15,7 @@ from lib_upsample_guidance.demo.wrapper import ModelDenoiser, load_model
 pytest.importorskip("PIL")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (far faster on shared cores); restored afterwards for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ import torch
 
 from lib_upsample_guidance.demo import dataset, detector
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (far faster on shared cores); restored afterwards for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size", [16, 24, 32, 48])

@@ -11,14 +11,7 @@ from lib_upsample_guidance.demo import model as demo_model
 from lib_upsample_guidance.demo.sampling import img2img_sigmas, karras_sigmas, sample_dpmpp_2m, sample_euler
 from lib_upsample_guidance.demo.wrapper import ModelDenoiser
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (far faster on shared cores); restored afterwards for other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_karras_sigmas_formula() -> None:
