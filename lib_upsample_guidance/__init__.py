@@ -1,16 +1,37 @@
 """Upsample guidance (Hwang, Park, Jo, arXiv 2404.01709): sample above a diffusion model's trained size.
 
-Host-free core: importable with torch alone. The public entry point outside a WebUI is
-`UpsampleGuidedDenoiser`; host adapters use `prepare_low_res_query` with a noise convention and a plan.
+Package layout (folders are layers; a module imports only from its own layer and the ones above it):
+- `core/`     the exact math, host-free (torch and the standard library only).
+- `webui/`    WebUI glue shared by the A1111-family hosts: settings, UI, settings tab, infotext, X/Y/Z,
+              the per-generation guard, host detection. gradio and host modules only inside functions.
+- `adapters/` one module per host (`a1111`, `forge`); adapters never import each other.
+- `demo/`     the small model of our own, its sampler, demo and quality bench.
+- `bench/`    the speed bench on the real SD UNet graphs.
+
+The public entry point outside a WebUI is `UpsampleGuidedDenoiser`; host adapters use
+`prepare_low_res_query` with a noise convention and a plan.
 """
 
-from .conventions import DiscreteSigmaTable, DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
-from .denoiser import UpsampleGuidedDenoiser
-from .guidance import guided, guided_eps, guided_x0
-from .planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
-from .resample import Resampler, make_resampler
-from .schedule import guidance_weight
-from .step import LowResQuery, prepare_low_res_query
+from .core import (
+    MODEL_FAMILIES,
+    DiscreteSigmaTable,
+    DiscreteVP,
+    KarrasSigma,
+    LowResPlan,
+    LowResQuery,
+    ModelFamily,
+    NoiseConvention,
+    RectifiedFlow,
+    Resampler,
+    UpsampleGuidedDenoiser,
+    guidance_weight,
+    guided,
+    guided_eps,
+    guided_x0,
+    make_resampler,
+    plan_low_res,
+    prepare_low_res_query,
+)
 
 __all__ = [
     "UpsampleGuidedDenoiser",

@@ -13,7 +13,7 @@ import sys
 COMMANDS = {
     ("demo",): "lib_upsample_guidance.demo.cli",
     ("bench", "quality"): "lib_upsample_guidance.demo.quality",
-    ("bench", "speed"): "lib_upsample_guidance.bench_speed",
+    ("bench", "speed"): "lib_upsample_guidance.bench.speed",
 }
 
 

@@ -1,7 +1,8 @@
 """Upsample guidance — the AlwaysOn script (txt2img and img2img): UI and wiring only.
 
-The math is in lib_upsample_guidance's core; host glue in lib_upsample_guidance.a1111 (AUTOMATIC1111) and
-lib_upsample_guidance.forge (Forge main, old Forge, reForge). Everything is imported here, at module top:
+The math is in lib_upsample_guidance.core; WebUI glue in lib_upsample_guidance.webui; host glue in
+lib_upsample_guidance.adapters.a1111 (AUTOMATIC1111) and lib_upsample_guidance.adapters.forge (Forge main, old
+Forge, reForge). Everything is imported here, at module top:
 A1111 puts the extension root on sys.path only while it imports this file.
 """
 
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 from modules import script_callbacks, scripts, shared
 
-from lib_upsample_guidance import a1111, forge, host, infotext, settings_tab, ui, xyz
-from lib_upsample_guidance.planner import MODEL_FAMILIES
-from lib_upsample_guidance.settings import (
+from lib_upsample_guidance.adapters import a1111, forge
+from lib_upsample_guidance.core.planner import MODEL_FAMILIES
+from lib_upsample_guidance.webui import host, infotext, settings_tab, ui, xyz
+from lib_upsample_guidance.webui.settings import (
     DEFAULT_FAMILY_BASES,
     OVERRIDE_ATTRS,
     WARNING_PREFIX,

@@ -41,7 +41,7 @@ def _functions(blocks) -> list:
 def main() -> int:
     with a1111_host() as host:
         _install_ui_components()
-        from lib_upsample_guidance import settings_tab
+        from lib_upsample_guidance.webui import settings_tab
 
         assert host.shared.opts.data_labels.get(settings_tab.OPTION_SCALE) is not None, (
             "settings not registered"

@@ -80,7 +80,7 @@ def test_sizes(host, width, height, base, kind, capsys):
     assert on.images[0].shape == (4, height // 8, width // 8)
     assert not same(on, off)
     assert warnings(capsys.readouterr().out) == []
-    from lib_upsample_guidance.planner import plan_low_res
+    from lib_upsample_guidance.core.planner import plan_low_res
 
     assert plan_low_res((height // 8, width // 8), int(base)).kind == kind
 
@@ -369,7 +369,7 @@ class _Component:
 def _paste(host, infotext_text):
     from modules import infotext_utils
 
-    from lib_upsample_guidance import ui
+    from lib_upsample_guidance.webui import ui
 
     components = [_Component(v) for v in (False, 1.0, 0.6, "Auto", "auto", True)]
     spec = ui.paste_spec()
@@ -391,7 +391,7 @@ def test_infotext_round_trip(host):
 
 
 def test_fuzzed_malformed_infotext_never_raises(host, capsys):
-    from lib_upsample_guidance import infotext, ui
+    from lib_upsample_guidance.webui import infotext, ui
 
     rng = random.Random(1234)
     alphabet = "0123456789.,:-+eE\"'\\ \n\tAutoboxspectralTrueFalse\u00e9\u4e2d{}[]()NaNinf"

@@ -4,9 +4,9 @@ import types
 
 import pytest
 
-from lib_upsample_guidance import infotext, ui, xyz
-from lib_upsample_guidance.planner import MODEL_FAMILIES
-from lib_upsample_guidance.settings import DEFAULT_FAMILY_BASES, UGSettings, model_family
+from lib_upsample_guidance.core.planner import MODEL_FAMILIES
+from lib_upsample_guidance.webui import infotext, ui, xyz
+from lib_upsample_guidance.webui.settings import DEFAULT_FAMILY_BASES, UGSettings, model_family
 
 
 def test_defaults_and_positional_round_trip():

@@ -58,7 +58,7 @@ def test_ui_builds_with_the_controls_in_arg_order(host):
     assert [c.value for c in controls[1:]] == [1.0, 0.6, "Auto", "auto", True]
     assert all(c.label for c in controls)  # the API's script-info uses labels
     assert len(runner.infotext_fields) == 6 and script.paste_field_names
-    from lib_upsample_guidance.settings import UGSettings
+    from lib_upsample_guidance.webui.settings import UGSettings
 
     assert UGSettings.from_script_args([c.value for c in controls]) == UGSettings()
     demo.close() if hasattr(demo, "close") else None

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib_upsample_guidance import bench_speed as bs
-from lib_upsample_guidance.conventions import KarrasSigma
+from lib_upsample_guidance.bench import speed as bs
+from lib_upsample_guidance.core.conventions import KarrasSigma
 
 
 def test_bound_job_ratio_and_hires_arithmetic():
@@ -28,7 +28,7 @@ def test_bound_job_ratio_and_hires_arithmetic():
 
 def test_spectral_matrices_cached_under_inference_mode_still_work_with_autograd():
     # the bench runs under torch.inference_mode(); the resamplers (and their matrices) are shared per size
-    from lib_upsample_guidance.planner import cached_resampler
+    from lib_upsample_guidance.core.planner import cached_resampler
 
     r = cached_resampler((14, 14), (9, 9), "spectral")
     with torch.inference_mode():

@@ -13,7 +13,7 @@ import torch
 from _reference import kdiffusion_style_sigma_to_t, sd_alphas_cumprod
 
 from lib_upsample_guidance import DiscreteVP, KarrasSigma, RectifiedFlow, make_resampler
-from lib_upsample_guidance.conventions import DiscreteSigmaTable
+from lib_upsample_guidance.core.conventions import DiscreteSigmaTable
 
 F64 = torch.float64
 RESAMPLERS = [

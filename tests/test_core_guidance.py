@@ -14,7 +14,7 @@ from lib_upsample_guidance import (
     guided_x0,
     make_resampler,
 )
-from lib_upsample_guidance.conventions import DiscreteSigmaTable
+from lib_upsample_guidance.core.conventions import DiscreteSigmaTable
 
 F64 = torch.float64
 RESAMPLERS = [

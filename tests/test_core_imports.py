@@ -1,4 +1,4 @@
-"""The core is host-free: importable and usable with torch alone (no numpy, gradio, safetensors or any
+"""Import rules of the layers, and the core is host-free: importable and usable with torch alone (no numpy, gradio, safetensors or any
 WebUI module), and its modules import nothing outside the standard library, torch and the package."""
 
 import ast
@@ -7,17 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = [
-    "__init__",
-    "__main__",
-    "resample",
-    "conventions",
-    "guidance",
-    "schedule",
-    "planner",
-    "step",
-    "denoiser",
-]
+PACKAGE = ROOT / "lib_upsample_guidance"
 ALLOWED_TOP = {
     "torch",
     "math",
@@ -56,17 +46,102 @@ def test_core_runs_with_torch_alone():
     assert proc.stdout.strip() == "ok []"
 
 
-def test_core_modules_import_only_stdlib_and_torch():
-    for name in CORE:
-        tree = ast.parse((ROOT / "lib_upsample_guidance" / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                tops = [alias.name.split(".")[0] for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: inside the package
-                    continue
-                tops = [node.module.split(".")[0]]
+def imports_of(path: Path, source: str | None = None) -> list[tuple[str, bool]]:
+    """(absolute module name, at module level?) for every import in a file of the package."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    if path.name == "__init__.py":
+        package = ".".join(path.relative_to(ROOT).parts[:-1])
+    tree = ast.parse(path.read_text() if source is None else source)
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                prefix = ".".join(base)
+                if node.module:
+                    names = [f"{prefix}.{node.module}"]
+                else:
+                    names = [f"{prefix}.{alias.name}" for alias in node.names]
             else:
-                continue
-            for top in tops:
-                assert top in ALLOWED_TOP, f"{name}.py imports {top}"
+                names = [node.module]
+        else:
+            continue
+        found += [(name, id(node) in top_level) for name in names]
+    return found
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "lib_upsample_guidance" and len(parts) > 1 else None
+
+
+def package_files(sub: str = "") -> list[Path]:
+    return sorted((PACKAGE / sub).rglob("*.py"))
+
+
+def test_core_modules_import_only_stdlib_torch_and_core():
+    files = package_files("core")
+    assert {f.stem for f in files} >= {"resample", "conventions", "guidance", "step", "denoiser"}
+    for path in files:
+        for name, _ in imports_of(path):
+            top = name.split(".")[0]
+            if top == "lib_upsample_guidance":
+                assert name.startswith("lib_upsample_guidance.core"), f"{path.name} imports {name}"
+            else:
+                assert top in ALLOWED_TOP, f"core/{path.name} imports {name}"
+
+
+def test_adapters_never_import_each_other_and_webui_never_imports_an_adapter():
+    adapters = {f.stem for f in package_files("adapters")} - {"__init__"}
+    assert {"a1111", "forge"} <= adapters
+    for path in package_files("adapters"):
+        for name, _ in imports_of(path):
+            if layer_of(name) == "adapters":
+                assert name == "lib_upsample_guidance.adapters", f"adapters/{path.name} imports {name}"
+    for layer in ("webui", "core", "demo", "bench"):
+        for path in package_files(layer):
+            for name, _ in imports_of(path):
+                assert layer_of(name) != "adapters", f"{layer}/{path.name} imports {name}"
+
+
+def test_lower_layers_never_import_upper_ones():
+    """core <- webui <- adapters; demo and bench use the core only."""
+    may_use = {
+        "core": {"core"},
+        "webui": {"core", "webui"},
+        "adapters": {"core", "webui", "adapters"},
+        "demo": {"core", "demo"},
+        "bench": {"core", "bench"},
+    }
+    for layer, allowed in may_use.items():
+        for path in package_files(layer):
+            for name, _ in imports_of(path):
+                other = layer_of(name)
+                assert other is None or other in allowed, f"{layer}/{path.name} imports {name}"
+
+
+def test_nothing_below_the_script_imports_gradio_or_a_host_at_module_level():
+    hosts = {"gradio", "modules", "backend", "ldm_patched", "modules_forge", "comfy"}
+    for path in package_files():
+        for name, module_level in imports_of(path):
+            if name.split(".")[0] in hosts and module_level:
+                # The A1111 adapter is imported only by the script, inside A1111, and needs its callbacks.
+                allowed = path == PACKAGE / "adapters" / "a1111.py" and name.split(".")[0] == "modules"
+                assert allowed, f"{path.relative_to(ROOT)} imports {name} at module level"
+
+
+def test_the_rule_checker_sees_a_violation():
+    """The checker itself: imports in a core file are resolved (relative ones too) and placed at their level."""
+    source = (
+        "from ..webui import settings\nfrom .step import x\nimport gradio\ndef f():\n    import modules\n"
+    )
+    found = imports_of(PACKAGE / "core" / "probe.py", source)
+    assert ("lib_upsample_guidance.webui", True) in found
+    assert ("lib_upsample_guidance.core.step", True) in found
+    assert ("gradio", True) in found
+    assert ("modules", False) in found
+    assert layer_of("lib_upsample_guidance.webui") == "webui"

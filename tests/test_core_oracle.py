@@ -24,8 +24,8 @@ from lib_upsample_guidance import (
     guided_x0,
     plan_low_res,
 )
-from lib_upsample_guidance.conventions import DiscreteSigmaTable
-from lib_upsample_guidance.resample import Resampler, make_resampler
+from lib_upsample_guidance.core.conventions import DiscreteSigmaTable
+from lib_upsample_guidance.core.resample import Resampler, make_resampler
 
 V_Y, V_Z = 0.8, 0.3
 CASES = [

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from _reference import fft_dct_ortho, ref_down
 
-from lib_upsample_guidance.resample import dct_matrix, make_resampler
+from lib_upsample_guidance.core.resample import dct_matrix, make_resampler
 
 torch.manual_seed(0)
 F64 = torch.float64

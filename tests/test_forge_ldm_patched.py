@@ -13,8 +13,8 @@ import pytest
 import torch
 from _forge_support import LDM_PATCHED, TinyNet, expected_guided, host_on_path, make_p
 
-from lib_upsample_guidance import forge
-from lib_upsample_guidance.settings import UGSettings
+from lib_upsample_guidance.adapters import forge
+from lib_upsample_guidance.webui.settings import UGSettings
 
 
 @pytest.fixture()

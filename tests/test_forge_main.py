@@ -12,8 +12,8 @@ import pytest
 import torch
 from _forge_support import FORGE_MAIN, TinyNet, expected_guided, host_on_path, make_p
 
-from lib_upsample_guidance import forge
-from lib_upsample_guidance.settings import UGSettings
+from lib_upsample_guidance.adapters import forge
+from lib_upsample_guidance.webui.settings import UGSettings
 
 ON = UGSettings(enabled=True, guidance_scale=0.8, eta=1.0, base_resolution=64)
 

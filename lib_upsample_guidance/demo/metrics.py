@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .. import make_resampler
+from ..core import make_resampler
 from .detector import detect_batch
 
 

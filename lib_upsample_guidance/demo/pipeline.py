@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .. import UpsampleGuidedDenoiser, make_resampler
+from ..core import UpsampleGuidedDenoiser, make_resampler
 from .sampling import SAMPLERS, Progress, img2img_sigmas, karras_sigmas
 from .wrapper import ModelDenoiser
 

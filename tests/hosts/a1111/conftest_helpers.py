@@ -14,7 +14,7 @@ REPO = HERE.parents[2]
 SCRIPT = REPO / "scripts" / "upsample_guidance.py"
 XYZ = HERE / "scripts" / "xyz_grid.py"
 _HOST_MODULES = ("modules", "k_diffusion", "tiny_sd", "backend", "ldm_patched", "modules_forge")
-_BOUND = ("lib_upsample_guidance.a1111", "upsample_guidance.py", "xyz_grid.py")
+_BOUND = ("lib_upsample_guidance.adapters.a1111", "upsample_guidance.py", "xyz_grid.py")
 
 
 def _is_host(name):
@@ -102,13 +102,15 @@ def _has_gradio():
 
 
 def _drop_bound_submodules():
-    """`from lib_upsample_guidance import a1111` reads the package attribute before sys.modules: drop both."""
-    package = sys.modules.get("lib_upsample_guidance")
+    """`from lib_upsample_guidance.adapters import a1111` reads the parent package's attribute before
+    sys.modules: drop both."""
     for name in _BOUND:
-        if name.startswith("lib_upsample_guidance.") and package is not None:
-            attr = name.rsplit(".", 1)[1]
-            if attr in package.__dict__:
-                delattr(package, attr)
+        if not name.startswith("lib_upsample_guidance."):
+            continue
+        parent_name, attr = name.rsplit(".", 1)
+        parent = sys.modules.get(parent_name)
+        if parent is not None and attr in parent.__dict__:
+            delattr(parent, attr)
 
 
 @contextlib.contextmanager

@@ -40,10 +40,10 @@ from typing import Any
 
 import torch
 
-from .conventions import DiscreteSigmaTable, KarrasSigma, rows
-from .denoiser import UpsampleGuidedDenoiser
-from .schedule import guidance_weight
-from .step import prepare_low_res_query
+from ..core.conventions import DiscreteSigmaTable, KarrasSigma, rows
+from ..core.denoiser import UpsampleGuidedDenoiser
+from ..core.schedule import guidance_weight
+from ..core.step import prepare_low_res_query
 
 __all__ = [
     "UNET_CONFIGS",

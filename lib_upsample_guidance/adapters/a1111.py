@@ -33,13 +33,13 @@ from typing import Any
 import torch
 from modules import prompt_parser, script_callbacks, shared
 
-from . import infotext
-from . import settings as _settings
-from .conventions import DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
-from .generation import GuardState, UnsupportedInput, describe
-from .planner import MODEL_FAMILIES, LowResPlan, plan_low_res
-from .settings import DEFAULT_FAMILY_BASES, WARNING_PREFIX, UGSettings
-from .step import LowResQuery, prepare_low_res_query
+from ..core.conventions import DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
+from ..core.planner import MODEL_FAMILIES, LowResPlan, plan_low_res
+from ..core.step import LowResQuery, prepare_low_res_query
+from ..webui import infotext
+from ..webui import settings as _settings
+from ..webui.generation import GuardState, UnsupportedInput, describe
+from ..webui.settings import DEFAULT_FAMILY_BASES, WARNING_PREFIX, UGSettings
 
 __all__ = [
     "STATE_ATTR",

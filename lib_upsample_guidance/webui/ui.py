@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..core.planner import plan_low_res
 from . import infotext
-from .planner import plan_low_res
 from .settings import BASE_RANGE, RESAMPLERS, UGSettings, parse_base_resolution
 
 __all__ = [

@@ -19,8 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .planner import MODEL_FAMILIES
-from .resample import RESAMPLER_KINDS
+from ..core.planner import MODEL_FAMILIES
+from ..core.resample import RESAMPLER_KINDS
 
 __all__ = [
     "ARG_ORDER",

@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-from . import infotext
-from .conventions import KarrasSigma, NoiseConvention, RectifiedFlow
-from .generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
-from .planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
-from .step import prepare_low_res_query
+from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
+from ..core.planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
+from ..core.step import prepare_low_res_query
+from ..webui import infotext
+from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 
 __all__ = [
     "process_before_every_sampling",
