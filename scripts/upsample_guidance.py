@@ -12,7 +12,7 @@ from modules import script_callbacks, scripts, shared
 
 from lib_upsample_guidance.adapters import a1111, forge
 from lib_upsample_guidance.core.planner import MODEL_FAMILIES
-from lib_upsample_guidance.webui import host, infotext, settings_tab, ui, xyz
+from lib_upsample_guidance.webui import forecast, host, infotext, settings_tab, ui, xyz
 from lib_upsample_guidance.webui.settings import (
     DEFAULT_FAMILY_BASES,
     OVERRIDE_ATTRS,
@@ -122,9 +122,9 @@ class UpsampleGuidanceScript(scripts.Script):
 
     def process(self, p, *args):
         extra = getattr(p, "extra_generation_params", None)
-        if isinstance(extra, dict) and any(key in extra for key in infotext.KEYS):
+        if isinstance(extra, dict) and any(key in extra for key in infotext.ALL_KEYS):
             # stale keys from another generation sharing this dict (XYZ cells): guidance has not run yet here
-            p.extra_generation_params = {k: v for k, v in extra.items() if k not in infotext.KEYS}
+            p.extra_generation_params = {k: v for k, v in extra.items() if k not in infotext.ALL_KEYS}
         setattr(p, SETTINGS_ATTR, None)
         a1111.begin_generation(p, UGSettings())  # clears any state copied from another p
         forge.begin_generation(p)
@@ -138,6 +138,30 @@ class UpsampleGuidanceScript(scripts.Script):
         setattr(p, SETTINGS_ATTR, settings)
         if not host.is_forge_family(HOST) and not host.is_forge_model(getattr(p, "sd_model", None)):
             a1111.begin_generation(p, settings, settings_tab.family_bases_from_opts(shared.opts))
+
+    def _forge(self, p) -> bool:
+        return host.is_forge_family(HOST) or host.is_forge_model(getattr(p, "sd_model", None))
+
+    def _guard(self, p):
+        """This generation's guard state (None when guidance is off), on either host."""
+        if getattr(p, SETTINGS_ATTR, None) is None:
+            return None
+        return forge.generation_state(p) if self._forge(p) else a1111.generation_state(p)
+
+    def process_batch(self, p, *args, **kwargs):
+        # before params.txt ("paste last generation") is written: the keys of a generation that will be guided
+        settings = getattr(p, SETTINGS_ATTR, None)
+        state = self._guard(p)
+        if state is None:
+            return
+        if self._forge(p):
+            bases = settings_tab.family_bases_from_opts(shared.opts)
+            forecast.before_batch(p, state, lambda: forge.forecast(p, settings, bases))
+        else:
+            forecast.before_batch(p, state, lambda: a1111.forecast(p, state))
+
+    def postprocess_batch(self, p, *args, **kwargs):
+        forecast.after_batch(p, self._guard(p))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         if not (host.is_forge_family(HOST) or host.is_forge_model(getattr(p, "sd_model", None))):

@@ -36,6 +36,7 @@ from modules import prompt_parser, script_callbacks, shared
 from ..core.conventions import DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import MODEL_FAMILIES, LowResPlan, plan_low_res
 from ..core.step import LowResQuery, prepare_low_res_query
+from ..webui import forecast as _forecast
 from ..webui import infotext
 from ..webui import settings as _settings
 from ..webui.generation import GuardState, UnsupportedInput, describe
@@ -48,6 +49,7 @@ __all__ = [
     "GenerationState",
     "UnsupportedInput",
     "begin_generation",
+    "forecast",
     "generation_state",
     "model_family",
     "register_callbacks",
@@ -144,7 +146,7 @@ def on_cfg_denoiser(params: Any) -> None:
         inner = params.denoiser.inner_model
         setattr(inner, PENDING_ATTR, _Pending(params, state))
     except Exception as exc:  # never lose the user's image
-        state.turn_off(describe(exc))
+        state.turn_off(describe(exc), level=getattr(params, "sigma", None), hires=_hires(p))
 
 
 def on_cfg_denoised(params: Any) -> None:
@@ -165,20 +167,66 @@ def on_cfg_denoised(params: Any) -> None:
         if guided is None:
             return
         params.x.copy_(guided)
-        if not state.ran:
-            state.ran = True
+        if state.mark_guided():  # first guided step of this batch: the keys, if no forecast wrote them
             _write_infotext(pending.params.denoiser.p, state)
     except Exception as exc:  # never lose the user's image: x_out is untouched until the copy above
-        state.turn_off(describe(exc))
+        p = getattr(pending.params.denoiser, "p", None)
+        state.turn_off(describe(exc), level=getattr(pending.params, "sigma", None), hires=_hires(p))
+
+
+def _hires(p: Any) -> bool:
+    return bool(getattr(p, "is_hr_pass", False))
+
+
+def _infotext_params(p: Any, state: GenerationState, sd_model: Any) -> dict[str, str]:
+    return infotext.make_params(
+        state.settings,
+        base_px=state.base_px(model_family(sd_model)),
+        hires_used=bool(getattr(p, "enable_hr", False)),
+    )
 
 
 def _write_infotext(p: Any, state: GenerationState) -> None:
-    key = model_family(shared.sd_model)
-    params = infotext.make_params(
-        state.settings, base_px=state.base_px(key), hires_used=bool(getattr(p, "enable_hr", False))
-    )
+    params = _infotext_params(p, state, shared.sd_model)
+    if all(p.extra_generation_params.get(k) == v for k, v in params.items()):
+        return  # already written before sampling (forecast)
     # XYZ plot cells are shallow copies of one p sharing this dict: write into our own copy
     p.extra_generation_params = {**p.extra_generation_params, **params}
+
+
+def forecast(p: Any, state: GenerationState) -> _forecast.Forecast:
+    """Before sampling (process_batch): which passes of p guidance will change (webui/forecast.py).
+
+    Passes: the first pass (unless hires. fix starts from a given first-pass image) at (height, width) / 8,
+    and the hires. fix pass at hr_upscale_to_y/x / 8 when it is guided. Each uses the host's own schedule
+    for its sampler and the convention that sampler's CFG denoiser gets at sampling time.
+    """
+    sd_model = getattr(p, "sd_model", None) or shared.sd_model
+    family_key = model_family(sd_model)
+    factor = MODEL_FAMILIES[family_key].latent_factor
+    settings = state.settings
+    passes: list[tuple[bool, tuple[int, int]]] = []
+    enable_hr = bool(getattr(p, "enable_hr", False)) and not _forecast.is_img2img(p)
+    if not (enable_hr and getattr(p, "firstpass_image", None) is not None):
+        passes.append((False, (int(p.height) // factor, int(p.width) // factor)))
+    if enable_hr and settings.guide_hires_pass:
+        size = (int(p.hr_upscale_to_y) // factor, int(p.hr_upscale_to_x) // factor)
+        passes.append((True, size))
+    results = []
+    for hires, size in passes:
+        plan = state.plan(size, family_key)
+        levels = convention = None
+        if plan is not None:
+            schedule = _forecast.host_pass_schedule(p, hires=hires)
+            try:
+                convention = convention_for(schedule.sampler.model_wrap_cfg, sd_model)
+            except UnsupportedInput:  # refused at the first guided call: no step will be guided
+                convention = None
+            levels = schedule.levels
+        results.append(
+            _forecast.pass_forecast(hires, plan, levels, convention, settings.guidance_scale, settings.eta)
+        )
+    return _forecast.Forecast(results, _infotext_params(p, state, sd_model))
 
 
 # --------------------------------------------------------------------------------------------------

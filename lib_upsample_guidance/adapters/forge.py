@@ -29,6 +29,7 @@ import torch
 from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
 from ..core.step import prepare_low_res_query
+from ..webui import forecast as _forecast
 from ..webui import infotext
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 
@@ -37,6 +38,7 @@ __all__ = [
     "ForgeGenerationState",
     "generation_state",
     "begin_generation",
+    "forecast",
     "make_post_cfg_function",
     "detect_model_family",
     "convention_for_predictor",
@@ -372,11 +374,11 @@ def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tenso
         try:
             guided = guided_denoised(args, ctx)
         except Exception as exc:  # never lose the user's image
-            ctx.state.turn_off(describe(exc))
+            hires = bool(getattr(ctx.p, "is_hr_pass", False))
+            ctx.state.turn_off(describe(exc), level=args.get("sigma"), hires=hires)
             return denoised
-        if guided is not denoised and not ctx.state.ran:
-            ctx.state.ran = True
-            _write_infotext(ctx)
+        if guided is not denoised and ctx.state.mark_guided():
+            _write_infotext(ctx)  # first guided step of this batch: the keys, if no forecast wrote them
         return guided
 
     setattr(upsample_guidance_post_cfg, _MARK_ATTR, True)
@@ -388,7 +390,10 @@ def _write_infotext(ctx: GuidanceContext) -> None:
     p = ctx.p
     if p is None or not ctx.state.infotext:
         return
-    p.extra_generation_params = {**getattr(p, "extra_generation_params", {}), **ctx.state.infotext}
+    extra = getattr(p, "extra_generation_params", {})
+    if all(extra.get(k) == v for k, v in ctx.state.infotext.items()):
+        return  # already written before sampling (forecast)
+    p.extra_generation_params = {**extra, **ctx.state.infotext}
 
 
 def _remove_ours(model_options: dict) -> None:
@@ -452,4 +457,46 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
         unet.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
         forge_objects.unet = unet
     except Exception as exc:
-        state.turn_off(describe(exc))
+        state.turn_off(describe(exc), hires=bool(getattr(p, "is_hr_pass", False)))
+
+
+def forecast(p: Any, settings: Any, family_bases: dict[str, int] | None = None) -> _forecast.Forecast:
+    """Before sampling (process_batch): which passes of p guidance will change (webui/forecast.py).
+
+    The first pass (unless hires. fix starts from a given first-pass image) and the guided hires. fix pass;
+    levels in Forge's sigma space, the one the post-CFG function sees (DDIM-type samplers: the model's sigma
+    of each timestep, as Forge's CFG denoiser converts them); convention from the model's predictor.
+    """
+    model = p.sd_model.forge_objects.unet.model
+    family = detect_model_family(p.sd_model, model)
+    predictor = model_sampling_of(model)
+    convention = convention_for_predictor(predictor)
+    base = _base_size(settings, family, family_bases)
+    factor = family.latent_factor
+    passes: list[tuple[bool, tuple[int, int]]] = []
+    enable_hr = bool(getattr(p, "enable_hr", False)) and not _forecast.is_img2img(p)
+    if not (enable_hr and getattr(p, "firstpass_image", None) is not None):
+        passes.append((False, (int(p.height) // factor, int(p.width) // factor)))
+    if enable_hr and getattr(settings, "guide_hires_pass", True):
+        passes.append((True, (int(p.hr_upscale_to_y) // factor, int(p.hr_upscale_to_x) // factor)))
+    results = []
+    for hires, size in passes:
+        plan = plan_low_res(
+            size, base, latent_factor=factor, granularity=family.granularity, resampler=settings.resampler
+        )
+        levels = None
+        if plan is not None:
+            schedule = _forecast.host_pass_schedule(p, hires=hires)
+            levels = schedule.levels
+            if schedule.kind == "timestep":
+                table = _sigma_table(predictor)
+                if table is None:
+                    raise UnsupportedInput("no sigma table for a timestep sampler")
+                levels = table[levels.round().long().clamp(0, table.numel() - 1)]
+        results.append(
+            _forecast.pass_forecast(
+                hires, plan, levels, convention, float(settings.guidance_scale), float(settings.eta)
+            )
+        )
+    params = infotext.make_params(settings, base_px=base, hires_used=bool(getattr(p, "enable_hr", False)))
+    return _forecast.Forecast(results, params)

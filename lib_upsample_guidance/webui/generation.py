@@ -4,11 +4,17 @@ Once anything in the guidance path fails for a generation, guidance stays off fo
 that failed keeps the host's own prediction, and ONE console warning says why. `ran` records that guidance
 changed at least one step (the infotext is written only then). One GuardState is made per generation and
 kept on the processing object, never in module globals.
+
+For the infotext (webui/forecast.py) the state also records, per batch of the generation (A1111's n_iter),
+whether guidance changed a step of that batch (`batch_ran`, set by :meth:`GuardState.mark_guided`) and where
+it was turned off (`stop_level`, `stop_hires`, `stopped_in_batch`), and holds the forecast made before
+sampling.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .settings import WARNING_PREFIX
 
@@ -30,20 +36,60 @@ def describe(exc: BaseException) -> str:
 @dataclass(kw_only=True)
 class GuardState:
     """off_reason: None while guidance is allowed; warnings: console warnings printed (at most 1);
-    ran: guidance changed at least one step of this generation."""
+    ran: guidance changed at least one step of this generation; batch_ran: ... of the current batch;
+    stop_level: the host's noise level (sigma, or t for DDIM-type samplers) of the model call that failed,
+    None when unknown or not stopped; stop_hires: it failed in the hires. fix pass; stopped_in_batch: it
+    failed in the current batch; forecast: the webui.forecast.Forecast of this generation (None: unknown)."""
 
     off_reason: str | None = None
     warnings: int = 0
     ran: bool = False
+    batch_ran: bool = False
+    stop_level: float | None = None
+    stop_hires: bool = False
+    stopped_in_batch: bool = False
+    forecast: Any = None
+    forecast_done: bool = False
+
+    def mark_guided(self) -> bool:
+        """Guidance changed a step; True the first time in the current batch (write the infotext then)."""
+        first = not self.batch_ran
+        self.ran = self.batch_ran = True
+        return first
+
+    def new_batch(self) -> None:
+        """A new batch of the same generation starts (the per-batch facts are reset)."""
+        self.batch_ran = False
+        self.stopped_in_batch = False
 
     @property
     def off(self) -> bool:
         return self.off_reason is not None
 
-    def turn_off(self, why: str) -> None:
-        """Guidance off for the rest of this generation, with ONE console warning (the first reason)."""
+    def turn_off(self, why: str, *, level: Any = None, hires: bool = False) -> None:
+        """Guidance off for the rest of this generation, with ONE console warning (the first reason).
+
+        level: the noise level(s) of the model call that failed (the largest is kept), if known; hires: the
+        failure is in the hires. fix pass. Both only serve the infotext ("UG stopped", webui/forecast.py).
+        """
         if self.off_reason is not None:
             return
         self.off_reason = why
+        self.stop_level = _largest(level)
+        self.stop_hires = bool(hires)
+        self.stopped_in_batch = True
         self.warnings += 1
         print(f"{WARNING_PREFIX} guidance turned off for this image: {why} (it is finished without guidance)")
+
+
+def _largest(level: Any) -> float | None:
+    """The largest value of a scalar / tensor / sequence of noise levels as a float, None if unreadable."""
+    if level is None:
+        return None
+    try:
+        values = level.detach().reshape(-1).tolist() if hasattr(level, "detach") else level
+        if isinstance(values, (int, float)):
+            return float(values)
+        return float(max(float(v) for v in values))
+    except Exception:  # only informational
+        return None

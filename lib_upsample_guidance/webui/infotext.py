@@ -14,9 +14,18 @@ key                value                                                  field
 ``UG base``        trained base resolution used, in px, e.g. ``512``      base_resolution
 ``UG resampler``   ``auto`` / ``box`` / ``spectral`` (the setting)        resampler
 ``UG hires pass``  ``True``/``False``; only when hires fix was used       guide_hires_pass
+``UG stopped``     ``step 7`` / ``hires step 3``: see below              (not pasted)
 =================  =====================================================  ===========
 
 The presence of any key means guidance was on, so pasting text without them turns the feature off.
+
+The keys are written before sampling (webui/forecast.py), so that params.txt — what "paste last generation"
+reads — carries them too. ``UG stopped`` is added to an image's infotext only when the guard turned guidance
+off during that image's generation (webui/generation.py): the value names the first step, counted from 1 in
+the pass's own schedule, that was NOT guided (``step 1``: no step of the image was guided; the hires. fix
+pass is named ``hires step N``); the steps before it were guided. When the step cannot be told, the value
+is the noise level of the failing call (``at noise level 3.21``). Pasting such text restores the settings
+(the accordion on); ``UG stopped`` itself is not pasted.
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ __all__ = [
     "KEY_RESAMPLER",
     "KEY_HIRES",
     "KEYS",
+    "KEY_STOPPED",
+    "ALL_KEYS",
     "make_params",
+    "stopped_value",
     "parse_params",
     "paste_enabled",
     "paste_field",
@@ -53,6 +65,10 @@ KEYS: dict[str, str] = {
     KEY_HIRES: "guide_hires_pass",
 }
 """Infotext key -> settings field."""
+
+KEY_STOPPED = "UG stopped"
+ALL_KEYS: tuple[str, ...] = (*KEYS, KEY_STOPPED)
+"""Every key this extension writes (cleared together)."""
 
 _FIELD_TO_KEY = {field: key for key, field in KEYS.items()}
 
@@ -84,6 +100,16 @@ def make_params(settings: _settings.UGSettings, *, base_px: int, hires_used: boo
     if hires_used:
         params[KEY_HIRES] = str(bool(settings.guide_hires_pass))
     return params
+
+
+def stopped_value(step: int | None, *, hires: bool, level: float | None = None) -> str:
+    """The ``UG stopped`` value: the first unguided step (1-based) of the pass, e.g. ``step 7`` or
+    ``hires step 3``; without a step, the noise level of the failing call (``at noise level 3.21``)."""
+    if step is not None:
+        return f"{'hires step' if hires else 'step'} {int(step)}"
+    if level is not None:
+        return f"at noise level {float(level):.4g}"
+    return "yes"
 
 
 def _warn(message: str) -> None:

@@ -5,8 +5,10 @@ generation, then per batch (n_iter): before_process_batch / process_batch hooks,
 negative prompts), p.sample(...) — which (txt2img) creates a sampler, calls
 process_before_every_sampling(p=, x=, noise=, c=, uc=) and samples; with hires fix sample_hr_pass sets
 p.is_hr_pass, upscales the latent, creates a new sampler, calls before_hr and process_before_every_sampling
-again and runs sample_img2img, then clears is_hr_pass — infotext per image from p.extra_generation_params
-(list values indexed per image, callables called), postprocess_batch, postprocess.
+again and runs sample_img2img, then clears is_hr_pass — postprocess_batch, then the infotext per image from
+p.extra_generation_params (list values indexed per image, callables called), postprocess. params.txt (what
+"paste last generation" reads) is written for the first batch after process_batch and setup_conds, before
+p.sample: here its text is kept in the module attribute `params_txt`.
 image_conditioning: dummy zeros [B,5,1,1] for plain models, [B,5,h,w] (mask + masked latent) for inpainting
 models, [B,4,h,w] for edit (ip2p) models, c_adm [B,ADM] for unCLIP. Images are returned as latents.
 Left out: VAE, saving, extra networks, seeds beyond a per-image torch.Generator.
@@ -16,6 +18,8 @@ import json
 import torch
 
 from modules import prompt_parser, sd_samplers, shared
+
+params_txt = None
 
 
 class Processed:
@@ -199,12 +203,15 @@ def process_images_inner(p):
                 p.scripts.before_process_batch(p, batch_number=it, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
                 p.scripts.process_batch(p, batch_number=it, prompts=p.prompts, seeds=p.seeds, subseeds=p.subseeds)
             p.setup_conds()
+            if it == 0:
+                global params_txt
+                params_txt = create_infotext(p, 0)
             samples = p.sample(conditioning=p.c, unconditional_conditioning=p.uc, seeds=p.seeds, subseeds=p.subseeds, subseed_strength=0, prompts=p.prompts)
+            if p.scripts is not None:
+                p.scripts.postprocess_batch(p, samples, batch_number=it)
             for i in range(samples.shape[0]):
                 images.append(samples[i])
                 infotexts.append(create_infotext(p, it * p.batch_size + i))
-            if p.scripts is not None:
-                p.scripts.postprocess_batch(p, samples, batch_number=it)
     processed = Processed(p, images, infotexts)
     if p.scripts is not None:
         p.scripts.postprocess(p, processed)
