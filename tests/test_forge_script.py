@@ -163,3 +163,111 @@ def test_script_infotext_only_when_guidance_ran(forge_host):
     assert not any(k.startswith("UG ") for k in p.extra_generation_params)
     _step(fh, patched, x, torch.full((1,), 14.0), c, u, 5.0)  # a guided step
     assert p.extra_generation_params.get("UG eta") == "0.3"
+
+
+# --- infotext before sampling (params.txt / "paste last generation"), webui/forecast.py -----------------
+
+
+def _schedule(fh, monkeypatch, kind, levels):
+    """Replace the host's sampler schedule (the A1111 stand-in's samplers are not Forge's) by fixed levels."""
+    forecast = sys.modules["lib_upsample_guidance.webui.forecast"]
+    seen = []
+
+    def fixed(p, *, hires):
+        seen.append(hires)
+        return forecast.PassSchedule(kind, torch.tensor(levels, dtype=torch.float64))
+
+    monkeypatch.setattr(forecast, "host_pass_schedule", fixed)
+    return seen
+
+
+def _sized(p, width=128, height=128, **kw):
+    p.width, p.height, p.steps, p.sampler_name = width, height, 4, "Euler"
+    for key, value in kw.items():
+        setattr(p, key, value)
+    return p
+
+
+@pytest.mark.parametrize(
+    "kind,levels,eta,guided",
+    [
+        ("sigma", [14.6, 3.0, 0.5], 0.6, True),
+        ("sigma", [0.5, 0.1], 0.3, False),  # t/T well below 1 - eta
+        ("timestep", [951.0, 701.0, 451.0], 0.1, True),  # t 951 -> sigma table[951]: t/T = 0.952 >= 0.9
+        ("timestep", [851.0, 601.0], 0.1, False),
+    ],
+)
+def test_forge_forecast(forge_host, monkeypatch, kind, levels, eta, guided):
+    fh = forge_host
+    _schedule(fh, monkeypatch, kind, levels)
+    p, unet = _p(fh, [True, 1.0, eta, "64"])
+    _sized(p)
+    forge = sys.modules["lib_upsample_guidance.adapters.forge"]
+    settings_mod = sys.modules["lib_upsample_guidance.webui.settings"]
+    settings = settings_mod.UGSettings(enabled=True, guidance_scale=1.0, eta=eta, base_resolution=64)
+    result = forge.forecast(p, settings)
+    assert result.guided is guided
+    got = result.passes[0].levels
+    predictor = unet.model.predictor
+    want = torch.tensor(levels, dtype=torch.float64)
+    if kind == "timestep":  # Forge's CFG denoiser turns DDIM's timesteps into the model's sigmas
+        want = predictor.sigmas.double()[want.long()]
+    torch.testing.assert_close(got, want)
+    assert result.params["UG base"] == "64" and result.params["UG eta"] == format(eta, ".6g")
+
+
+def test_forge_script_writes_the_keys_before_sampling(forge_host, monkeypatch):
+    fh = forge_host
+    _schedule(fh, monkeypatch, "sigma", [14.6, 3.0, 0.5])
+    p, original = _p(fh, [True, 0.9, 1.0, "64"])
+    _sized(p)
+    fh.runner.process(p)
+    fh.runner.process_batch(p, batch_number=0, prompts=["a"], seeds=[1], subseeds=[1])
+    assert p.extra_generation_params.get("UG scale") == "0.9"  # params.txt is written now
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+    _step(fh, p.sd_model.forge_objects.unet, x, torch.full((1,), 3.0), c, u, 5.0)
+    fh.runner.postprocess_batch(p, x, batch_number=0)
+    assert p.extra_generation_params.get("UG base") == "64" and "UG stopped" not in p.extra_generation_params
+
+
+def test_forge_script_guard_stop_is_told_in_the_infotext(forge_host, monkeypatch):
+    fh = forge_host
+    _schedule(fh, monkeypatch, "sigma", [14.0, 7.0, 3.0, 1.0])
+    p, original = _p(fh, [True, 1.0, 1.0, "64"])
+    _sized(p)
+    fh.runner.process(p)
+    fh.runner.process_batch(p, batch_number=0, prompts=["a"], seeds=[1], subseeds=[1])
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    patched = p.sd_model.forge_objects.unet
+    c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+    _step(fh, patched, x, torch.full((1,), 14.0), c, u, 5.0)  # step 1 guided
+    _step(fh, patched, x, torch.full((1,), 7.0), c, u, 5.0)  # step 2 guided
+    forge = sys.modules["lib_upsample_guidance.adapters.forge"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(forge, "guided_denoised", broken)
+    _step(fh, patched, x, torch.full((1,), 3.0), c, u, 5.0)  # step 3 fails: guidance off
+    fh.runner.postprocess_batch(p, x, batch_number=0)
+    assert p.extra_generation_params["UG stopped"] == "step 3"
+    assert p.extra_generation_params["UG scale"] == "1"
+
+
+def test_forge_script_wrong_forecast_removes_the_keys(forge_host, monkeypatch):
+    fh = forge_host
+    _schedule(fh, monkeypatch, "sigma", [14.6, 3.0])
+    p, original = _p(fh, [True, 1.0, 0.3, "64"])
+    _sized(p)
+    fh.runner.process(p)
+    fh.runner.process_batch(p, batch_number=0, prompts=["a"], seeds=[1], subseeds=[1])
+    assert "UG scale" in p.extra_generation_params
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+    _step(fh, p.sd_model.forge_objects.unet, x, torch.full((1,), 0.5), c, u, 5.0)  # not a guided level
+    fh.runner.postprocess_batch(p, x, batch_number=0)
+    assert not any(k.startswith("UG ") for k in p.extra_generation_params)
