@@ -126,7 +126,12 @@ def test_readout_text():
     )
     assert "no guidance" in ui.readout_text(512, 512, base="Auto", **kw)
     assert "spectral" in ui.readout_text(768, 768, base="Auto", **kw)
-    assert ui.readout_text(1024, 1024, base="junk", **kw) == "Check the values above."
+    assert ui.readout_text(1024, 1024, base="junk", **kw) == "Base resolution: Auto or 64-8192 px."
+    assert (
+        ui.readout_text(1024, 1024, base="12", **kw) == "Base resolution: Auto or 64-8192 px."
+    )  # typing 128
+    assert "guided from 1024x1024 (1x" not in ui.readout_text(1024, 1024, base="0", **kw)  # 0 = Auto
+    assert ui.readout_text("x", 1024, base="Auto", **kw) == "Check the values above."
     assert ui.readout_text(1024, 1024, base="Auto", **{**kw, "enabled": False}) == "Off."
     assert "no guidance" in ui.readout_text(1024, 1024, base="Auto", **{**kw, "eta": 0})
 

@@ -56,8 +56,11 @@ def readout_text(
     if not enabled:
         return "Off."
     try:
-        w, h = int(float(width)), int(float(height))
         base_px = parse_base_resolution(base)
+    except (TypeError, ValueError):  # also a value being typed (gradio 3 sends each keystroke)
+        return f"Base resolution: Auto or {BASE_RANGE[0]}-{BASE_RANGE[1]} px."
+    try:
+        w, h = int(float(width)), int(float(height))
         base_px = auto_base_px if base_px is None else base_px
         kind = str(resampler).strip().lower()
         if kind not in RESAMPLERS:
