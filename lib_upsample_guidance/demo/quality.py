@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--sweep-factors", default="2,3", help="comma-separated factors of the eta/theta sweep")
     ap.add_argument(
+        "--sweep-thetas",
+        default=",".join(f"{t:g}" for t in SWEEP_THETAS),
+        help="guidance scales of the sweep",
+    )
+    ap.add_argument(
+        "--sweep-etas", default=",".join(f"{e:g}" for e in SWEEP_ETAS), help="guided fractions of the sweep"
+    )
+    ap.add_argument(
         "--out",
         type=Path,
         default=Path("demo_out") / "bench",
@@ -59,13 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _factors(text: str) -> tuple[float, ...]:
-    """Comma-separated factors in (1, 8]; () when malformed."""
+def _numbers(text: str, low: float, high: float, *, open_low: bool = False) -> tuple[float, ...]:
+    """Comma-separated numbers in [low, high] ((low, high] with open_low); () when malformed."""
     try:
-        factors = tuple(float(f) for f in text.split(","))
+        values = tuple(float(f) for f in text.split(","))
     except ValueError:
         return ()
-    return factors if all(1.0 < f <= 8.0 for f in factors) else ()
+    ok = all((v > low if open_low else v >= low) and v <= high for v in values)
+    return values if ok else ()
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    """Comma-separated factors in (1, 8]; () when malformed."""
+    return _numbers(text, 1.0, 8.0, open_low=True)
 
 
 def _log(quiet: bool, msg: str) -> None:
@@ -78,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     factors = _factors(args.factors)
     sweep_factors = _factors(args.sweep_factors)
+    args.thetas = _numbers(args.sweep_thetas, 0.0, 10.0)
+    args.etas = _numbers(args.sweep_etas, 0.0, 1.0)
+    if not args.thetas or not args.etas:
+        print(
+            "[Upsample guidance] bench quality: --sweep-thetas must be numbers in [0, 10] and --sweep-etas "
+            f"numbers in [0, 1], got {args.sweep_thetas!r} and {args.sweep_etas!r}",
+            file=sys.stderr,
+        )
+        return 2
     for flag, text, parsed in (
         ("--factors", args.factors, factors),
         ("--sweep-factors", args.sweep_factors, sweep_factors),
@@ -225,7 +248,7 @@ def _run(
         ):
             series = {}
             for fkey, sweep in sweeps.items():
-                for theta in SWEEP_THETAS:
+                for theta in sorted({p["theta"] for p in sweep["points"]}):
                     pts = [p for p in sweep["points"] if p["theta"] == theta]
                     series[f"{fkey}x theta {theta:g}"] = (
                         [0.0] + [p["eta"] for p in pts],
@@ -262,8 +285,8 @@ def _sweep(args: argparse.Namespace, den, base: int, factor: float, area_ref: fl
     sweep: dict = {"factor": size / base, "target_size": size, "n": args.sweep_n, "points": []}
     detail_ref = data_detail(size)
     plain_m = summarise(run_method("plain", den, eps, s0).images, base=base, detail_ref=detail_ref)
-    for theta in SWEEP_THETAS:
-        for eta in SWEEP_ETAS:
+    for theta in args.thetas:
+        for eta in args.etas:
             _log(args.quiet, f"sweep {size / base:g}x: theta {theta:g}, eta {eta:g}")
             s = Settings(base=base, steps=args.steps, theta=theta, eta=eta, denoise=args.denoise)
             res = run_method("ug", den, eps, s)
