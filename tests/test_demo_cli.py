@@ -186,6 +186,21 @@ def test_choose_default_needs_every_factor_and_prefers_the_safest() -> None:
     assert "no swept point" in quality.format_default(None)
 
 
+def test_choose_default_prefers_detail_closest_to_the_data() -> None:
+    sweeps = {
+        "2": {"points": [_point(2, 0.5, 1.0, 0.93), _point(2.5, 0.5, 1.0, 1.0)]},
+        "3": {"points": [_point(2, 0.5, 1.0, 1.10), _point(2.5, 0.5, 1.0, 1.43)]},
+    }
+    choice = quality.choose_default(sweeps)
+    assert (choice["theta"], choice["eta"]) == (2, 0.5)  # max |ln detail| 0.095 against 0.358
+
+
+def test_demo_presets() -> None:
+    assert pipeline.Settings().theta == pipeline.MEASURED["theta"] == 2.0
+    assert pipeline.Settings().eta == pipeline.MEASURED["eta"] == 0.5
+    assert pipeline.PRESETS["paper"] == {"theta": 1.0, "eta": 1.0}
+
+
 @pytest.mark.slow
 def test_done_criterion_at_2x(den: ModelDenoiser) -> None:
     """Issue 3's bar at 2x on 64 images: UG keeps one object in >= 95%, well above plain sampling, and at

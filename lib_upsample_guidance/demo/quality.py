@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ HIRES_DENOISE = (0.3, 0.5, 0.7)
 FACTORS = (1.5, 2.0, 3.0)
 SWEEP_FACTORS = (2.0, 3.0)
 SWEEP_ETAS = (0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
-SWEEP_THETAS = (1.0, 1.5)
+SWEEP_THETAS = (1.0, 1.5, 2.0, 2.5)
 # What a default must keep at every swept factor (issue 9): single objects and detail relative to the data.
 DEFAULT_MIN_STRUCTURE = 0.97
 DEFAULT_MIN_DETAIL = 0.9
@@ -144,7 +145,7 @@ def _run(
     model,
     meta: dict[str, str],
 ) -> int:
-    from .images import image_grid, line_plot
+    from .images import image_grid
     from .metrics import data_detail, summarise
     from .pipeline import LABELS, Settings, initial_noise, matched_steps, run_method, target_size
     from .wrapper import ModelDenoiser
@@ -242,26 +243,7 @@ def _run(
             title="bench quality: first 8 images per method at 2x (same noise per column)",
         )
     if sweeps:
-        for key, fname, ylabel, ylim in (
-            ("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
-            ("detail", "eta_theta_detail.png", "detail vs data", None),
-        ):
-            series = {}
-            for fkey, sweep in sweeps.items():
-                for theta in sorted({p["theta"] for p in sweep["points"]}):
-                    pts = [p for p in sweep["points"] if p["theta"] == theta]
-                    series[f"{fkey}x theta {theta:g}"] = (
-                        [0.0] + [p["eta"] for p in pts],
-                        [sweep[f"plain_{key}"]] + [p[key] for p in pts],
-                    )
-            line_plot(
-                series,
-                args.out / fname,
-                ylim=ylim,
-                xlabel="eta (guided fraction of the time axis)",
-                ylabel=ylabel,
-                title=f"n={args.sweep_n} per point: {ylabel} vs eta and theta (eta 0 = plain sampling)",
-            )
+        write_sweep_plots(sweeps, args.out)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -298,12 +280,41 @@ def _sweep(args: argparse.Namespace, den, base: int, factor: float, area_ref: fl
     return sweep
 
 
+def write_sweep_plots(sweeps: dict, out: Path) -> None:
+    """eta_theta_sweep.png (one-object rate) and eta_theta_detail.png (detail vs data) in `out`: one line per
+    (factor, theta) over eta, eta 0 being plain sampling."""
+    from .images import line_plot
+
+    n = max(sweep["n"] for sweep in sweeps.values())
+    for key, fname, ylabel, ylim in (
+        ("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
+        ("detail", "eta_theta_detail.png", "detail vs data", None),
+    ):
+        series = {}
+        for fkey, sweep in sweeps.items():
+            for theta in sorted({p["theta"] for p in sweep["points"]}):
+                pts = sorted((p for p in sweep["points"] if p["theta"] == theta), key=lambda p: p["eta"])
+                series[f"{fkey}x theta {theta:g}"] = (
+                    [0.0] + [p["eta"] for p in pts],
+                    [sweep[f"plain_{key}"]] + [p[key] for p in pts],
+                )
+        line_plot(
+            series,
+            out / fname,
+            ylim=ylim,
+            xlabel="eta (guided fraction of the time axis)",
+            ylabel=ylabel,
+            title=f"n={n} per point: {ylabel} vs eta and theta (eta 0 = plain sampling)",
+        )
+
+
 def choose_default(
     sweeps: dict, min_structure: float = DEFAULT_MIN_STRUCTURE, min_detail: float = DEFAULT_MIN_DETAIL
 ) -> dict | None:
     """The (theta, eta) that keeps >= min_structure single objects and detail >= min_detail at every swept
-    factor; among those, the highest worst-case lower 95% bound of the structure rate, then the highest
-    worst-case detail. None when no point qualifies."""
+    factor; among those, the highest worst-case lower 95% bound of the structure rate, then the detail
+    closest to the data's at the worst factor (smallest max |ln detail|: 1.4 is as far from the data as
+    0.7). None when no point qualifies."""
     by_point: dict = {}
     for fkey, sweep in sweeps.items():
         for p in sweep["points"]:
@@ -314,7 +325,10 @@ def choose_default(
             continue
         if any(p["structure_rate"] < min_structure or p["detail"] < min_detail for p in per.values()):
             continue
-        key = (min(p["structure_interval"][0] for p in per.values()), min(p["detail"] for p in per.values()))
+        key = (
+            min(p["structure_interval"][0] for p in per.values()),
+            -max(abs(math.log(p["detail"])) for p in per.values()),
+        )
         if best is None or key > best[0]:
             best = (key, theta, eta, per)
     if best is None:
@@ -391,11 +405,12 @@ def format_sweep(sweep: dict) -> str:
         "|---" * (len(etas) + 2) + "|",
     ]
     for th in thetas:
+        points = {p["eta"]: p for p in sweep["points"] if p["theta"] == th}
         row = [
-            f"{_rate(p['structure_rate'], p['structure_interval'])} / {p['detail']:.2f}"
+            f"{_rate(points[e]['structure_rate'], points[e]['structure_interval'])} / {points[e]['detail']:.2f}"
+            if e in points
+            else "—"
             for e in etas
-            for p in sweep["points"]
-            if p["theta"] == th and p["eta"] == e
         ]
         lines.append(
             f"| {th:g} | {_rate(sweep['plain_structure_rate'], sweep['plain_structure_interval'])} / "
