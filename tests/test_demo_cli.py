@@ -66,11 +66,17 @@ def test_projected_noise_has_unit_variance_for_both_pairs() -> None:
 
 
 def test_demo_command_writes_grid_and_metrics(tmp_path, capsys) -> None:
-    rc = cli_main(["demo", "--out", str(tmp_path), "--n", "2", "--steps", "3", "--seed", "5", "--quiet"])
-    assert rc == 0
+    args = ["demo", "--out", str(tmp_path), "--n", "2", "--steps", "3", "--seed", "5", "--quiet"]
+    assert cli_main(args + ["--preset", "paper"]) == 0
     metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
     assert metrics["target_size"] == 32 and set(metrics["methods"]) == {"base", "plain", "ug", "hires"}
+    assert (metrics["theta"], metrics["eta"]) == (1.0, 1.0)
+    # every step guided: one extra call at a quarter of the pixels per step
     assert metrics["methods"]["ug"]["model_cost_vs_plain"] == pytest.approx(1.25)
+    assert cli_main(args) == 0
+    metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
+    assert (metrics["theta"], metrics["eta"]) == (2.0, 0.5)
+    assert 1.0 < metrics["methods"]["ug"]["model_cost_vs_plain"] < 1.25
     from PIL import Image
 
     with Image.open(tmp_path / "demo_grid.png") as im:
