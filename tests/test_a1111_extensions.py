@@ -320,3 +320,17 @@ def test_tiled_diffusion_mixture_of_diffusers_is_refused(host, capsys):
         _refused(host, capsys, "Mixture of Diffusers")
     finally:
         mixture.unhook()
+
+
+def test_incantations_pag_active_is_refused(host, capsys, monkeypatch):
+    """v0xie/sd-webui-incantations keeps PAG's state in p.incant_cfg_params['pag_params'].pag_active."""
+    from modules import processing
+
+    original = processing.StableDiffusionProcessingTxt2Img.init
+
+    def init(self, *args, **kwargs):
+        self.incant_cfg_params = {"pag_params": type("PAGStateParams", (), {"pag_active": True})()}
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(processing.StableDiffusionProcessingTxt2Img, "init", init)
+    _refused(host, capsys, "Incantations PAG")

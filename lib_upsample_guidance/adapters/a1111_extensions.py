@@ -30,6 +30,9 @@ Read from each extension's source (commits in the README's compatibility table):
   `inner_model.forward` (tiles laid out for the full latent), Mixture of Diffusers replaces
   `sd_model.apply_model` (keeps `apply_model_original_md`) and sends other sizes untiled without its region
   prompts: both refused. AnimateDiff's context windows also replace `inner_model.forward`: refused.
+* Incantations (v0xie/sd-webui-incantations, scripts/pag.py, smoothed_energy_guidance.py): PAG and SEG
+  keep their state in `p.incant_cfg_params` and add `(x_out[cond] - pag_x_out) * scale` in a replaced
+  combine_denoised, from the output rows our update already changed: refused while active.
 * Regional Prompter, AnimateDiff: refused by their scripts (webui/peers.py).
 
 Nothing here imports a host module; the host objects arrive as arguments.
@@ -106,6 +109,18 @@ def refusal(p: Any, sd_model: Any, denoiser: Any) -> str | None:
             "Self Attention Guidance (sd_webui_SAG) is enabled: it keeps the model's attention map and "
             "outputs in module globals that the low-resolution call would overwrite"
         )
+    incant = getattr(p, "incant_cfg_params", None)
+    if isinstance(incant, dict):
+        active = [
+            name
+            for key, name, flag in (("pag_params", "PAG", "pag_active"), ("seg_params", "SEG", "seg_active"))
+            if getattr(incant.get(key), flag, False) is True
+        ]
+        if active:
+            return (
+                f"Incantations {' and '.join(active)} is active: it adds its term from the host's output rows, "
+                "which already carry the guidance, so the guidance would be scaled by its weight too"
+            )
     inner = getattr(denoiser, "inner_model", None)
     if inner is not None and "forward" in getattr(inner, "__dict__", {}):
         return (
