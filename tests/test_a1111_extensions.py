@@ -177,6 +177,18 @@ def test_hires_pass_keeps_the_pass_semantics(host, capsys):
         assert entry["hints"][0] is not units[0]["hint_cond"]
 
 
+def test_controlnet_inpaint_hint_rgb_and_mask_downsampled(host, capsys):
+    """ControlNet inpaint: a 4-channel hint (RGB + mask) is area-downsampled as a whole; ControlNet then
+    thresholds the low-res mask itself."""
+    spec = unit(host, size=128)
+    spec["hint_cond"] = host.peers.hint_image(128, 128, channels=4)
+    script = controlnet(host, [spec])
+    host.run(make_p(host, ON, width=128, height=128))
+    assert warnings(capsys.readouterr().out) == []
+    low = [e for e in _last_log(script) if e["x"] == (8, 8)]
+    assert low and all(torch.allclose(e["hints"][0], F.avg_pool2d(spec["hint_cond"], 2)) for e in low)
+
+
 def test_t2i_adapter_low_res_call_uses_the_low_res_hint(host, capsys):
     script = controlnet(host, [unit(host, "T2I_Adapter", size=128)])
     host.run(make_p(host, ON, width=128, height=128))

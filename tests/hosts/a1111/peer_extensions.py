@@ -203,7 +203,12 @@ class UnetHook:
                 soft = bool(param.soft_injection or forced_soft)
                 scale = param.weight * (0.825**12 if soft else 1.0)
                 if param.control_model_type.is_controlnet:
-                    control = param.control_model(x=x, hint=hint, timesteps=timesteps, context=context)
+                    if hint.shape[1] == 4:  # ControlNet inpaint protocol (hook.py 596-601): RGB + mask
+                        m = (hint[:, 3:4] > 0.5).to(hint.dtype)
+                        hint_in = hint[:, 0:3] * (1 - m) - m
+                    else:
+                        hint_in = hint
+                    control = param.control_model(x=x, hint=hint_in, timesteps=timesteps, context=context)
                     residual = residual + control[0] * scale
                 elif param.control_model_type == ControlModelType.T2I_Adapter:
                     feats = param.control_model(hint.to(x.dtype))
@@ -252,10 +257,10 @@ class UnetHook:
             del self.model._original_forward
 
 
-def hint_image(height, width, seed=3):
-    """A control image as ControlNet prepares it: [1, 3, H, W] in [0, 1]."""
+def hint_image(height, width, seed=3, channels=3):
+    """A control image as ControlNet prepares it: [1, 3, H, W] in [0, 1] (4 channels: RGB + inpaint mask)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, 3, height, width, generator=g, dtype=torch.float64)
+    return torch.rand(1, channels, height, width, generator=g, dtype=torch.float64)
 
 
 class ControlNetScript(scripts.Script):
