@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from _forge_support import FORGE_MAIN, TinyNet, host_on_path, make_p
+from _forge_support import FORGE_MAIN, LDM_PATCHED, TinyNet, host_on_path, make_p
 
 from lib_upsample_guidance.adapters import forge, forge_extensions
 from lib_upsample_guidance.webui.settings import UGSettings
@@ -167,6 +167,47 @@ def test_controlnet_chain_each_window_and_restored_after_an_error(fm):
             assert second.timestep_range is None
             raise RuntimeError("low-res call failed")
     assert (first.timestep_range, second.timestep_range) == windows
+
+
+@pytest.mark.parametrize("style", ["old_forge", "reforge"])
+def test_controlnet_window_on_old_forge_and_reforge(style):
+    """The same fix through ldm_patched (old Forge, reForge): its ControlBase has the same window test
+    (ldm_patched/modules/controlnet.py 237-238, tag `previous`); the stand-in ControlNet is Forge main's."""
+    spec = importlib.util.spec_from_file_location(
+        "ug_cn_standin", FORGE_MAIN / "backend" / "patcher" / "controlnet.py"
+    )
+    cn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cn)
+    with host_on_path(LDM_PATCHED):
+        from ldm_patched.modules import conds, model_base, model_sampling, samplers
+        from modules_forge.unet_patcher import UnetPatcher
+
+        old_style, samplers.STYLE = samplers.STYLE, style
+        try:
+            sampling = type("ModelSampling", (model_sampling.ModelSamplingDiscrete, model_sampling.EPS), {})()
+            unet = UnetPatcher(model_base.BaseModel(PatchedNet(), sampling))
+            torch.manual_seed(4)
+            x, c, u = torch.randn(1, 4, 16, 16), torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+            cond = [
+                {"cross_attn": c, "model_conds": {"c_crossattn": conds.CONDCrossAttn(c)}, "strength": 1.0}
+            ]
+            uncond = [{"cross_attn": u, "model_conds": {"c_crossattn": conds.CONDCrossAttn(u)}}]
+            cnet = cn.ControlNet().set_cond_hint(torch.rand(1, 3, 128, 128))
+            cnet.timestep_range = (8.0, 2.0)  # on for 2 <= sigma <= 8
+            for entry in cond + uncond:
+                entry["control"] = cnet
+            p = make_p(unet, cfg_scale=5.0)
+            forge.process_before_every_sampling(p, ON)
+            patched = p.sd_model.forge_objects.unet
+            samplers.sampling_function(
+                patched.model, x, torch.tensor([3.0]), uncond, cond, 5.0, patched.model_options
+            )
+        finally:
+            samplers.STYLE = old_style
+    assert _state(p).ran and _state(p).off_reason is None
+    seen = patched.model.diffusion_model.control_seen
+    assert ((8, 8), True) in seen and all(on for _, on in seen)  # low-res sigma 1.5 < 2: still on
+    assert cnet.timestep_range == (8.0, 2.0)
 
 
 # --- Deep Shrink and FreeU ------------------------------------------------------------------------------
