@@ -377,7 +377,7 @@ def guided_outputs(
 
     chunk = n_images if not getattr(shared.opts, "batch_cond_uncond", True) else None
     pieces = []
-    # other extensions (ControlNet hints, Deep Shrink) set for the low-res size; refuses up front what cannot be
+    # beside other extensions: ControlNet hints at the low-res size, Deep Shrink out; refuses (raises) the rest
     with a1111_extensions.low_res_call(denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:]):
         for text, a, b in groups:
             step = chunk or (b - a)
