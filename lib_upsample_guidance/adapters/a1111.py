@@ -40,6 +40,7 @@ from ..webui import infotext
 from ..webui import settings as _settings
 from ..webui.generation import GuardState, UnsupportedInput, describe
 from ..webui.settings import DEFAULT_FAMILY_BASES, WARNING_PREFIX, UGSettings
+from . import a1111_extensions
 
 __all__ = [
     "STATE_ATTR",
@@ -376,12 +377,14 @@ def guided_outputs(
 
     chunk = n_images if not getattr(shared.opts, "batch_cond_uncond", True) else None
     pieces = []
-    for text, a, b in groups:
-        step = chunk or (b - a)
-        for s in range(a, b, step):
-            e = min(s + step, b)
-            cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
-            pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond))
+    # beside other extensions: ControlNet hints at the low-res size, Deep Shrink out; refuses (raises) the rest
+    with a1111_extensions.low_res_call(denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:]):
+        for text, a, b in groups:
+            step = chunk or (b - a)
+            for s in range(a, b, step):
+                e = min(s + step, b)
+                cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
+                pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond))
     pred_low = torch.cat(pieces)
 
     guided_rows = query.apply(x_out[:n_eval], pred_low)

@@ -29,8 +29,9 @@ import torch
 from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
 from ..core.step import prepare_low_res_query
-from ..webui import infotext
+from ..webui import infotext, peers
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
+from . import forge_extensions
 
 __all__ = [
     "process_before_every_sampling",
@@ -322,6 +323,11 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     if query is None:
         return denoised
 
+    sigma_max = getattr(model_sampling_of(model), "sigma_max", None)
+    reason = forge_extensions.refusal(args["model_options"], sigma_max) or peers.refusal_by_scripts(ctx.p)
+    if reason is not None:  # before any low-res call: the host's prediction is kept
+        raise UnsupportedInput(reason)
+
     conds = args["cond"]
     uncond = args.get("uncond")
     uncond_pred = args.get("uncond_denoised")
@@ -340,7 +346,10 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down)
     calc = ctx.calc_cond_uncond_batch or _host_calc_cond_uncond_batch(model)
     level_low = torch.as_tensor(query.level).to(device=sigma.device, dtype=sigma.dtype).reshape(-1)
-    cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, args["model_options"])
+    # ControlNet windows as in the full call; Deep Shrink and SAG's recorder left out of the low-res call
+    with forge_extensions.full_step_control_window(conds + (uncond or []), sigma):
+        low_options = forge_extensions.low_res_model_options(args["model_options"])
+        cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, low_options)
     den_low = combine_cfg(
         cond_low,
         uncond_low,
@@ -449,7 +458,9 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
         state.infotext = infotext.make_params(
             settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))
         )
-        unet.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
+        post_cfg = make_post_cfg_function(ctx)
+        unet.set_model_sampler_post_cfg_function(post_cfg)
+        forge_extensions.run_first(unet.model_options, post_cfg)  # other post-CFG terms apply on top of ours
         forge_objects.unet = unet
     except Exception as exc:
         state.turn_off(describe(exc))

@@ -8,7 +8,10 @@
 #    sigma, model_options, input (no cond_scale).
 #  * sampling_function(self, denoiser_params, cond_scale, cond_composition): compiles A1111 conds and attaches
 #    an image_cond of x's size as model_conds['c_concat'].
-# Test code, simplified (no area/mask blending, no memory management, no ControlNet).
+# ControlNet as upstream (255-266): the first entry's 'control' (the patcher's linked list) gets the shared
+# transformer_options and is called as control.get_control(input_x, timestep, cond copy, n entries); its
+# result goes to apply_model as `control`.
+# Test code, simplified (no area/mask blending, no memory management).
 import math
 
 import torch
@@ -35,6 +38,13 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
     n = len(entries)
     x_cat = torch.cat([x_in] * n)
     t_cat = torch.cat([timestep] * n)
+    control = entries[0][0].get("control")
+    if control is not None:
+        node = control
+        while node is not None:
+            node.transformer_options = transformer_options
+            node = node.previous_controlnet
+        c["control"] = control.get_control(x_cat, t_cat, dict(c), n)
     if "model_function_wrapper" in model_options:
         output = model_options["model_function_wrapper"](model.apply_model, {"input": x_cat, "timestep": t_cat, "c": c, "cond_or_uncond": transformer_options["cond_or_uncond"]})
     else:
