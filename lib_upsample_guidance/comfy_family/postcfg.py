@@ -28,6 +28,7 @@ import torch
 
 from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import LowResPlan, ModelFamily, plan_low_res
+from ..core.size_conditioning import low_res_size_vector
 from ..core.step import prepare_low_res_query
 from ..webui.generation import GuardState, UnsupportedInput, describe
 
@@ -38,6 +39,9 @@ __all__ = [
     "remove_ours",
     "lower_condition",
     "lower_conditions",
+    "lower_area",
+    "active_at",
+    "size_vector_lowering",
     "combine_cfg",
     "model_sampling_of",
     "convention_for_predictor",
@@ -122,17 +126,49 @@ def _downsampled_condition_object(obj: Any, tensor: torch.Tensor, down: Callable
     return clone
 
 
-def lower_condition(cond: dict, size: tuple[int, int], down: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+def lower_area(area: tuple, size: tuple[int, int], low_size: tuple[int, int]) -> tuple:
+    """An area (h, w, y, x) in latent px of the target size `size`, mapped onto the low-res latent.
+
+    Edges map by the per-axis factor s = size / low_size and round outwards (start floor(y / s), end
+    ceil((y + h) / s), clipped to the low size, at least 1 px), so an area on whole multiples of s maps exactly
+    and a mask inside the area keeps all of its support. ("percentage", ...) areas are size-free: unchanged.
+    """
+    if len(area) > 0 and area[0] == "percentage":
+        return tuple(area)
+    if len(area) != 4:
+        raise UnsupportedInput(f"a conditioning area with {len(area)} entries is not supported")
+    h, w, y, x = (int(v) for v in area)
+    spans = []
+    for start, length, full, low in ((y, h, size[0], low_size[0]), (x, w, size[1], low_size[1])):
+        lo = min(low - 1, math.floor(start * low / full))
+        hi = max(lo + 1, min(low, math.ceil((start + length) * low / full)))
+        spans.append((lo, hi - lo))
+    (y_low, h_low), (x_low, w_low) = spans
+    return (h_low, w_low, y_low, x_low)
+
+
+def lower_condition(
+    cond: dict,
+    size: tuple[int, int],
+    down: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    low_size: tuple[int, int] | None = None,
+    lower_vector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
     """A copy of one compiled condition dict for the low-res call.
 
     Spatial tensors the size of the latent (model_conds entries of shape [B, C, H, W] such as c_concat /
     image_cond of inpainting models, and a 'mask' of shape [B, H, W]) are replaced by D applied to them;
     everything else (cross-attention, pooled vectors, Flux guidance, strength, ControlNet, hooks) is shared.
-    Area-restricted conditions cannot be mapped and raise UnsupportedInput.
+    Area-restricted conditions are mapped with lower_area when low_size is given, else raise UnsupportedInput.
+    lower_vector: applied to a 2-D model_conds["y"] (SDXL's size-conditioned vector), when given.
     """
     if "area" in cond and cond["area"] is not None:
-        raise UnsupportedInput("area-restricted conditioning (regional prompts) is not supported")
+        if low_size is None:
+            raise UnsupportedInput("area-restricted conditioning (regional prompts) is not supported")
     out = dict(cond)
+    if low_size is not None and cond.get("area") is not None:
+        out["area"] = lower_area(cond["area"], size, low_size)
     mask = cond.get("mask")
     if isinstance(mask, torch.Tensor):
         if tuple(mask.shape[-2:]) != size:
@@ -147,17 +183,63 @@ def lower_condition(cond: dict, size: tuple[int, int], down: Callable[[torch.Ten
             tensor = getattr(obj, "cond", None)
             if isinstance(tensor, torch.Tensor) and tensor.ndim >= 4 and tuple(tensor.shape[-2:]) == size:
                 lowered[key] = _downsampled_condition_object(obj, tensor, down)
+            elif (
+                key == "y"
+                and lower_vector is not None
+                and isinstance(tensor, torch.Tensor)
+                and tensor.ndim == 2
+            ):
+                lowered[key] = _downsampled_condition_object(obj, tensor, lower_vector)
             else:
                 lowered[key] = obj
         out["model_conds"] = lowered
     return out
 
 
-def lower_conditions(conds: list | None, size: tuple[int, int], down: Callable) -> list | None:
-    """lower_condition for each dict of a condition list (None stays None)."""
+def active_at(cond: dict, level: float) -> bool:
+    """Whether a condition with a time window (ComfyUI's timestep_start / timestep_end, in sigma: active while
+    timestep_end <= sigma <= timestep_start) is active at the full-size step's level."""
+    start, end = cond.get("timestep_start"), cond.get("timestep_end")
+    return not ((start is not None and level > start) or (end is not None and level < end))
+
+
+def lower_conditions(
+    conds: list | None,
+    size: tuple[int, int],
+    down: Callable,
+    *,
+    low_size: tuple[int, int] | None = None,
+    lower_vector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    window_level: float | None = None,
+) -> list | None:
+    """lower_condition for each dict of a condition list (None stays None).
+
+    window_level: the full-size step's level; conditions with a time window are kept or dropped by it and
+    lose the window, so the low-res call (at a lower level) uses exactly the conditions the full-size call used.
+    """
     if conds is None:
         return None
-    return [lower_condition(c, size, down) for c in conds]
+    if window_level is not None:
+        conds = [
+            {k: v for k, v in c.items() if k not in ("timestep_start", "timestep_end")}
+            for c in conds
+            if active_at(c, window_level)
+        ]
+    return [lower_condition(c, size, down, low_size=low_size, lower_vector=lower_vector) for c in conds]
+
+
+def size_vector_lowering(plan: LowResPlan, latent_factor: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """SDXL's size-conditioned vector for the low-res call: core.size_conditioning.low_res_size_vector from the
+    target size to the low size (px = latent px * latent_factor). A vector that does not embed the target size
+    (sizes the user set, e.g. in CLIPTextEncodeSDXL, which the host keeps at any latent size) is kept."""
+    full_px = (plan.target_size[0] * latent_factor, plan.target_size[1] * latent_factor)
+    low_px = (plan.low_size[0] * latent_factor, plan.low_size[1] * latent_factor)
+
+    def lower(vector: torch.Tensor) -> torch.Tensor:
+        lowered = low_res_size_vector(vector, full_px, low_px)
+        return vector if lowered is None else lowered
+
+    return lower
 
 
 def combine_cfg(
@@ -171,6 +253,7 @@ def combine_cfg(
     model: Any = None,
     model_options: dict | None = None,
     and_strength: bool = True,
+    unconds: list | None = None,
 ) -> torch.Tensor:
     """The hosts' CFG combination, so that the low-res rows are combined exactly like the full-size ones.
 
@@ -193,6 +276,8 @@ def combine_cfg(
             "uncond_denoised": uncond_pred,
             "model": model,
             "model_options": model_options,
+            "input_cond": conds,
+            "input_uncond": unconds,
         }
         return x - cfg_function(args)
     if not and_strength:
@@ -226,6 +311,9 @@ class GuidanceContext:
     (ComfyUI). on_first_guided(ctx): called once, the first time guidance changes a step (Forge: infotext).
     and_strength: multiply the CFG scale by the sum of the AND-prompt strengths when it is not 1 (Forge's
     A1111 emulation); False where the host weights conditions by strength inside its batch call (ComfyUI).
+    condition_features: how the low-res conditions follow ComfyUI's own conditions (lower_conditions):
+    "area" maps area-restricted conditions (else refused), "size_vector" gives SDXL's `y` the low-res size
+    (core.size_conditioning), "windows" evaluates timestep_start / timestep_end at the full-size level.
     """
 
     guidance_scale: float
@@ -233,13 +321,14 @@ class GuidanceContext:
     base_size_px: int | tuple[int, int]
     family: ModelFamily
     resampler: str
-    cfg_scale: float
+    cfg_scale: float | None
     state: GuardState | None = None
     calc_cond_uncond_batch: Callable | None = None
     p: Any = None  # the processing object, for the infotext
     state_of: Callable[[dict], GuardState] | None = None
     on_first_guided: Callable[[GuidanceContext], None] | None = None
     and_strength: bool = True
+    condition_features: frozenset[str] = frozenset()
     _plans: dict = field(default_factory=dict)
     _conventions: dict = field(default_factory=dict)
 
@@ -293,12 +382,22 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
         cond_scale = float(args["cond_scale"])
     elif uncond_skipped:
         cond_scale = 1.0
+    elif ctx.cfg_scale is None:
+        raise UnsupportedInput("the host passed no cond_scale to the post-CFG function")
     else:
         cond_scale = float(ctx.cfg_scale)
 
+    features = ctx.condition_features
+    lowering = {
+        "low_size": plan.low_size if "area" in features else None,
+        "lower_vector": size_vector_lowering(plan, ctx.family.latent_factor)
+        if "size_vector" in features
+        else None,
+        "window_level": float(sigma[0]) if "windows" in features else None,
+    }
     down = query.downsample_condition
-    conds_low = lower_conditions(conds, size, down)
-    unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down)
+    conds_low = lower_conditions(conds, size, down, **lowering)
+    unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down, **lowering)
     calc = ctx.calc_cond_uncond_batch or _host_calc_cond_uncond_batch(model)
     level_low = torch.as_tensor(query.level).to(device=sigma.device, dtype=sigma.dtype).reshape(-1)
     cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, args["model_options"])
@@ -312,6 +411,7 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
         model=model,
         model_options=args["model_options"],
         and_strength=ctx.and_strength,
+        unconds=None if uncond_skipped else uncond,
     )
     guided = query.apply(denoised, den_low)
     if guided.shape != denoised.shape:
