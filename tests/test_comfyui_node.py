@@ -369,3 +369,24 @@ def test_root_init_imports_nothing_heavy():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['UpsampleGuidance'] []"
+
+
+def test_registry_metadata_and_example_workflows():
+    """pyproject: [project] + [tool.comfy] (ComfyUI registry) next to the ruff / pytest sections; the example
+    workflows name the node with the inputs it declares."""
+    import json
+    tomllib = pytest.importorskip("tomllib")
+
+    import lib_upsample_guidance
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["name"] == "upsample-guidance"
+    assert config["project"]["version"] == lib_upsample_guidance.__version__
+    assert config["tool"]["comfy"]["DisplayName"] == "Upsample Guidance"
+    assert {"ruff", "pytest"} <= set(config["tool"])
+    api = json.loads((ROOT / "workflows" / "upsample_guidance_txt2img_api.json").read_text())
+    node = next(n for n in api.values() if n["class_type"] == "UpsampleGuidance")
+    assert set(node["inputs"]) == set(comfyui.input_types()["required"])
+    ui = json.loads((ROOT / "workflows" / "upsample_guidance_txt2img.json").read_text())
+    assert {"nodes", "links"} <= set(ui)
+    assert any(n["type"] == "UpsampleGuidance" for n in ui["nodes"])
