@@ -375,6 +375,7 @@ def test_registry_metadata_and_example_workflows():
     """pyproject: [project] + [tool.comfy] (ComfyUI registry) next to the ruff / pytest sections; the example
     workflows name the node with the inputs it declares."""
     import json
+
     tomllib = pytest.importorskip("tomllib")
 
     import lib_upsample_guidance
@@ -390,3 +391,18 @@ def test_registry_metadata_and_example_workflows():
     ui = json.loads((ROOT / "workflows" / "upsample_guidance_txt2img.json").read_text())
     assert {"nodes", "links"} <= set(ui)
     assert any(n["type"] == "UpsampleGuidance" for n in ui["nodes"])
+
+
+def test_pre_cfg_patch_is_refused_with_one_warning(cf, capsys):
+    """A pre-CFG function (APG, TCFG, ...) cannot be mirrored safely: the image is made unguided, one warning."""
+    torch.manual_seed(12)
+    patcher = _patcher(cf)
+    patcher.model_options["sampler_pre_cfg_function"] = [lambda args: args["conds_out"]]
+    patched = _patch(cf, patcher)
+    x, sigma = torch.randn(1, 4, 16, 16), torch.full((1,), 2.0)
+    cond, uncond = [_cond(cf, torch.randn(1, 7, 8))], [_cond(cf, torch.randn(1, 7, 8))]
+    plain = _run(cf, patcher, x, sigma, cond, uncond, 5.0)
+    for _ in range(2):
+        assert torch.equal(_run(cf, patched, x, sigma, cond, uncond, 5.0), plain)
+    out = capsys.readouterr().out
+    assert out.count("[Upsample guidance]") == 1 and "pre-CFG" in out

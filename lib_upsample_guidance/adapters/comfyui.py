@@ -181,7 +181,16 @@ def comfy_calc_cond_uncond_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The cond and uncond x0 predictions of the low-res rows, the way ComfyUI's sampling_function gets them:
     model_options["sampler_calc_cond_batch_function"] when set, else comfy.samplers.calc_cond_batch; a
-    skipped uncond (None) comes back as zeros."""
+    skipped uncond (None) comes back as zeros.
+
+    Pre-CFG functions (model_options["sampler_pre_cfg_function"]: APG, TCFG, FreSca, ...) are refused rather
+    than mirrored: some keep state across calls (APG's momentum resets when sigma rises, which the low-res
+    call's lower sigma would trigger), and skipping them would silently undo them in the low frequencies.
+    """
+    if model_options.get("sampler_pre_cfg_function"):
+        raise UnsupportedInput(
+            "a pre-CFG model patch (APG, TCFG, FreSca, ...) is active; upsample guidance cannot be combined with it"
+        )
     batch = [conds, unconds]
     custom = model_options.get("sampler_calc_cond_batch_function")
     if custom is not None:

@@ -6,7 +6,8 @@
 #  * cfg_function (353-366): sampler_cfg_function args, plain uncond + (cond - uncond) * cond_scale (no
 #    AND-strength factor), post-CFG args {denoised, cond, uncond, cond_scale, model, uncond_denoised,
 #    cond_denoised, sigma, model_options, input};
-#  * sampling_function (370-388): the CFG-1 optimisation (uncond_ None), sampler_calc_cond_batch_function.
+#  * sampling_function (370-388): the CFG-1 optimisation (uncond_ None), sampler_calc_cond_batch_function,
+#    sampler_pre_cfg_function (args conds, conds_out, cond_scale, timestep, input, sigma, model, model_options).
 # Test code, simplified: no hooks, default conds, ControlNet, GLIGEN, wrappers or batching heuristics (each
 # condition is its own model call, which gives the same numbers for this deterministic model).
 import math
@@ -107,4 +108,8 @@ def sampling_function(model, x, timestep, uncond, cond, cond_scale, model_option
         out = model_options["sampler_calc_cond_batch_function"](args)
     else:
         out = calc_cond_batch(model, conds, x, timestep, model_options)
+    for fn in model_options.get("sampler_pre_cfg_function", []):
+        args = {"conds": conds, "conds_out": out, "cond_scale": cond_scale, "timestep": timestep,
+                "input": x, "sigma": timestep, "model": model, "model_options": model_options}
+        out = fn(args)
     return cfg_function(model, out[0], out[1], cond_scale, x, timestep, model_options=model_options, cond=cond, uncond=uncond_)
