@@ -406,3 +406,29 @@ def test_pre_cfg_patch_is_refused_with_one_warning(cf, capsys):
         assert torch.equal(_run(cf, patched, x, sigma, cond, uncond, 5.0), plain)
     out = capsys.readouterr().out
     assert out.count("[Upsample guidance]") == 1 and "pre-CFG" in out
+
+
+def test_self_attention_guidance_after_ours_is_refused_before_it_is_fine(cf, capsys):
+    """SAG reads the uncond attention recorded during the sampler's call; a low-res call before SAG's post-CFG
+    function would overwrite it. SAG after us: refused (unguided, one warning); SAG before us: guided."""
+
+    def sag(args):
+        return args["denoised"]
+
+    sag.__qualname__ = (
+        "SelfAttentionGuidance.execute.<locals>.post_cfg_function"  # as in comfy_extras/nodes_sag.py
+    )
+    torch.manual_seed(13)
+    patcher = _patcher(cf)
+    x, sigma = torch.randn(1, 4, 16, 16), torch.full((1,), 2.0)
+    cond, uncond = [_cond(cf, torch.randn(1, 7, 8))], [_cond(cf, torch.randn(1, 7, 8))]
+    plain = _run(cf, patcher, x, sigma, cond, uncond, 5.0)
+    after = _patch(cf, patcher)
+    after.set_model_sampler_post_cfg_function(sag)
+    assert torch.equal(_run(cf, after, x, sigma, cond, uncond, 5.0), plain)
+    out = capsys.readouterr().out
+    assert out.count("[Upsample guidance]") == 1 and "Self-Attention Guidance" in out
+    before = patcher.clone()
+    before.set_model_sampler_post_cfg_function(sag)
+    assert not torch.equal(_run(cf, _patch(cf, before), x, sigma, cond, uncond, 5.0), plain)
+    assert capsys.readouterr().out == ""

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..comfy_family.postcfg import (
+    MARK_ATTR,
     GuidanceContext,
     convention_for_predictor,
     is_v_prediction,
@@ -49,6 +50,7 @@ __all__ = [
     "patch_model",
     "detect_model_family",
     "comfy_calc_cond_uncond_batch",
+    "refuse_unsafe_patches",
     "RunGuard",
 ]
 
@@ -183,14 +185,9 @@ def comfy_calc_cond_uncond_batch(
     model_options["sampler_calc_cond_batch_function"] when set, else comfy.samplers.calc_cond_batch; a
     skipped uncond (None) comes back as zeros.
 
-    Pre-CFG functions (model_options["sampler_pre_cfg_function"]: APG, TCFG, FreSca, ...) are refused rather
-    than mirrored: some keep state across calls (APG's momentum resets when sigma rises, which the low-res
-    call's lower sigma would trigger), and skipping them would silently undo them in the low frequencies.
+    Raises UnsupportedInput for the patches refuse_unsafe_patches names.
     """
-    if model_options.get("sampler_pre_cfg_function"):
-        raise UnsupportedInput(
-            "a pre-CFG model patch (APG, TCFG, FreSca, ...) is active; upsample guidance cannot be combined with it"
-        )
+    refuse_unsafe_patches(model_options)
     batch = [conds, unconds]
     custom = model_options.get("sampler_calc_cond_batch_function")
     if custom is not None:
@@ -202,6 +199,30 @@ def comfy_calc_cond_uncond_batch(
 
         out = comfy.samplers.calc_cond_batch(model, batch, x, level, model_options)
     return out[0], out[1]
+
+
+def refuse_unsafe_patches(model_options: dict) -> None:
+    """UnsupportedInput for model patches the low-res call cannot live with:
+
+    - pre-CFG functions (model_options["sampler_pre_cfg_function"]: APG, TCFG, FreSca, ...), refused rather
+      than mirrored: some keep state across calls (APG's momentum resets when sigma rises, which the low-res
+      call's lower sigma would trigger), and skipping them would silently undo them in the low frequencies;
+    - Self-Attention Guidance running after this patch: SAG reads the uncond attention its attn1 patch recorded
+      during the sampler's own call, and the low-res call would overwrite it with maps of another size (SAG
+      would then fail the whole generation). SAG before this patch (Upsample Guidance nearer the sampler) is fine.
+    """
+    if model_options.get("sampler_pre_cfg_function"):
+        raise UnsupportedInput(
+            "a pre-CFG model patch (APG, TCFG, FreSca, ...) is active; upsample guidance cannot be combined with it"
+        )
+    post = list(model_options.get("sampler_post_cfg_function") or [])
+    ours = [i for i, fn in enumerate(post) if getattr(fn, MARK_ATTR, False)]
+    later = post[ours[0] + 1 :] if ours else []
+    if any(getattr(fn, "__qualname__", "").startswith("SelfAttentionGuidance.") for fn in later):
+        raise UnsupportedInput(
+            "Self-Attention Guidance is applied after Upsample Guidance; put the Upsample Guidance node after it "
+            "(nearer the sampler)"
+        )
 
 
 @dataclass
