@@ -12,46 +12,9 @@ The public entry point outside a WebUI is `UpsampleGuidedDenoiser`; host adapter
 `prepare_low_res_query` with a noise convention and a plan.
 """
 
-from .core import (
-    MODEL_FAMILIES,
-    DiscreteSigmaTable,
-    DiscreteVP,
-    KarrasSigma,
-    LowResPlan,
-    LowResQuery,
-    ModelFamily,
-    NoiseConvention,
-    RectifiedFlow,
-    Resampler,
-    UpsampleGuidedDenoiser,
-    guidance_weight,
-    guided,
-    guided_eps,
-    guided_x0,
-    make_resampler,
-    plan_low_res,
-    prepare_low_res_query,
-)
+from . import core
+from .core import *  # noqa: F403  (the public API is the core's: see core.__all__)
 
-__all__ = [
-    "UpsampleGuidedDenoiser",
-    "prepare_low_res_query",
-    "LowResQuery",
-    "plan_low_res",
-    "LowResPlan",
-    "ModelFamily",
-    "MODEL_FAMILIES",
-    "make_resampler",
-    "Resampler",
-    "guided",
-    "guided_x0",
-    "guided_eps",
-    "guidance_weight",
-    "NoiseConvention",
-    "KarrasSigma",
-    "DiscreteVP",
-    "RectifiedFlow",
-    "DiscreteSigmaTable",
-]
+__all__ = list(core.__all__)
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from lib_upsample_guidance.__main__ import main as cli_main
-from lib_upsample_guidance.demo import pipeline
+from lib_upsample_guidance.demo import pipeline, quality
 from lib_upsample_guidance.demo.wrapper import ModelDenoiser, load_model
 
 pytest.importorskip("PIL")
@@ -111,6 +111,8 @@ def test_bench_quality_tiny_run(tmp_path, capsys) -> None:
             "2",
             "--factors",
             "1.5,2",
+            "--sweep-factors",
+            "2",
             "--out",
             str(tmp_path),
             "--json",
@@ -124,6 +126,64 @@ def test_bench_quality_tiny_run(tmp_path, capsys) -> None:
     for m in res["factors"]["2"]["methods"].values():
         assert {"structure_rate", "object_scale", "swd_to_base", "seconds_per_image", "detail"} <= set(m)
     assert (tmp_path / "eta_theta_sweep.png").is_file() and (tmp_path / "quality.json").is_file()
+    sweep = res["sweeps"]["2"]
+    assert sweep["n"] == 2 and len(sweep["points"]) == len(quality.SWEEP_THETAS) * len(quality.SWEEP_ETAS)
+    lo, hi = sweep["points"][0]["structure_interval"]
+    assert 0.0 <= lo <= sweep["points"][0]["structure_rate"] <= hi <= 1.0
+    assert "recommended_default" in res
+
+
+def test_wilson_interval_known_values() -> None:
+    from lib_upsample_guidance.demo.metrics import wilson_interval
+
+    lo, hi = wilson_interval(5, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
+    lo, hi = wilson_interval(128, 128)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(128 / (128 + 1.96**2))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(
+        1.96**2 / (10 + 1.96**2)
+    )
+
+
+def _point(theta, eta, rate, detail, n=128):
+    from lib_upsample_guidance.demo.metrics import wilson_interval
+
+    return {
+        "theta": theta,
+        "eta": eta,
+        "structure_rate": rate,
+        "detail": detail,
+        "structure_interval": wilson_interval(round(rate * n), n),
+    }
+
+
+def test_choose_default_needs_every_factor_and_prefers_the_safest() -> None:
+    sweeps = {
+        "2": {
+            "points": [
+                _point(1, 1.0, 1.0, 0.6),
+                _point(1, 0.5, 1.0, 0.95),
+                _point(1, 0.4, 0.98, 1.0),
+                _point(1.5, 0.5, 1.0, 0.93),
+            ]
+        },
+        "3": {
+            "points": [
+                _point(1, 1.0, 1.0, 0.7),
+                _point(1, 0.5, 0.99, 0.92),
+                _point(1, 0.4, 0.96, 1.0),
+                _point(1.5, 0.5, 1.0, 0.91),
+            ]
+        },
+    }
+    choice = quality.choose_default(sweeps)
+    # eta 1 fails detail, eta 0.4 fails 3x structure; theta 1.5 has the best worst-case lower bound
+    assert (choice["theta"], choice["eta"]) == (1.5, 0.5)
+    assert set(choice["factors"]) == {"2", "3"} and choice["factors"]["3"]["detail"] == 0.91
+    sweeps["3"]["points"][3] = _point(1.5, 0.5, 0.9, 0.91)
+    assert (quality.choose_default(sweeps)["theta"], quality.choose_default(sweeps)["eta"]) == (1, 0.5)
+    assert quality.choose_default({"2": {"points": [_point(1, 1.0, 1.0, 0.5)]}}) is None
+    assert "no swept point" in quality.format_default(None)
 
 
 @pytest.mark.slow
