@@ -342,6 +342,10 @@ def test_bad_inputs_get_clear_messages(cf, inputs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         cf.node.patch(_patcher(cf), *inputs)
     assert node_cls.VALIDATE_INPUTS(1.0, 0.6, 0, "auto") is True
+    # an input fed by a link arrives as None at validation (ComfyUI's get_input_data): checked at execution
+    assert node_cls.VALIDATE_INPUTS(None, None, None, None) is True
+    only_bad = tuple(v if v != good else None for v, good in zip(inputs, (1.0, 0.6, 0, "auto"), strict=True))
+    assert message in node_cls.VALIDATE_INPUTS(*only_bad)
 
 
 def test_node_metadata_and_tooltips(cf):

@@ -109,9 +109,14 @@ def input_types() -> dict:
 
 
 def validate_inputs(guidance_scale: Any, eta: Any, base_resolution: Any, resampler: Any) -> bool | str:
-    """True, or a one-line message ComfyUI shows for the node (VALIDATE_INPUTS)."""
+    """True, or a one-line message ComfyUI shows for the node (VALIDATE_INPUTS).
+
+    ComfyUI passes None for an input fed by a link (its value is not known before execution): such inputs are
+    checked when the node runs (patch_model)."""
+    values = (guidance_scale, eta, base_resolution, resampler)
+    defaults = (1.0, 0.6, 0, "auto")
     try:
-        _checked(guidance_scale, eta, base_resolution, resampler)
+        _checked(*(d if v is None else v for v, d in zip(values, defaults, strict=True)))
     except ValueError as exc:
         return str(exc)
     return True
