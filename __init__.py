@@ -41,8 +41,10 @@ class UpsampleGuidance:
         return _adapter().input_types()
 
     @classmethod
-    def VALIDATE_INPUTS(cls, guidance_scale, eta, base_resolution, resampler):  # noqa: N802 - ComfyUI's name
-        return _adapter().validate_inputs(guidance_scale, eta, base_resolution, resampler)
+    def VALIDATE_INPUTS(cls, base_resolution):  # noqa: N802 - ComfyUI's name
+        # Only the input ComfyUI's own min / max / combo checks cannot express (0, or 64..8192); ComfyUI
+        # repeats a message once per argument named here, and skips its own checks for those arguments.
+        return _adapter().validate_inputs(base_resolution=base_resolution)
 
     def patch(self, model, guidance_scale, eta, base_resolution, resampler):
         return _adapter().patch_model(model, guidance_scale, eta, base_resolution, resampler)

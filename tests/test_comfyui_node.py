@@ -337,15 +337,23 @@ def test_model_families(cf):
     ],
 )
 def test_bad_inputs_get_clear_messages(cf, inputs, message):
-    node_cls = type(cf.node)
-    assert message in node_cls.VALIDATE_INPUTS(*inputs)
+    assert message in comfyui.validate_inputs(*inputs)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         cf.node.patch(_patcher(cf), *inputs)
-    assert node_cls.VALIDATE_INPUTS(1.0, 0.6, 0, "auto") is True
+    assert comfyui.validate_inputs(1.0, 0.6, 0, "auto") is True
     # an input fed by a link arrives as None at validation (ComfyUI's get_input_data): checked at execution
-    assert node_cls.VALIDATE_INPUTS(None, None, None, None) is True
     only_bad = tuple(v if v != good else None for v, good in zip(inputs, (1.0, 0.6, 0, "auto"), strict=True))
-    assert message in node_cls.VALIDATE_INPUTS(*only_bad)
+    assert message in comfyui.validate_inputs(*only_bad)
+    assert comfyui.validate_inputs() is True
+
+
+def test_node_validates_only_what_comfyui_cannot(cf):
+    """VALIDATE_INPUTS names base_resolution only (0 or 64..8192); ComfyUI's own min / max / combo checks cover
+    the other inputs (and it would repeat a message once per argument named)."""
+    node_cls = type(cf.node)
+    assert "base_resolution must be 0 (from the model)" in node_cls.VALIDATE_INPUTS(32)
+    assert node_cls.VALIDATE_INPUTS(0) is True and node_cls.VALIDATE_INPUTS(64) is True
+    assert node_cls.VALIDATE_INPUTS(None) is True
 
 
 def test_node_metadata_and_tooltips(cf):

@@ -108,11 +108,13 @@ def input_types() -> dict:
     }
 
 
-def validate_inputs(guidance_scale: Any, eta: Any, base_resolution: Any, resampler: Any) -> bool | str:
+def validate_inputs(
+    guidance_scale: Any = None, eta: Any = None, base_resolution: Any = None, resampler: Any = None
+) -> bool | str:
     """True, or a one-line message ComfyUI shows for the node (VALIDATE_INPUTS).
 
-    ComfyUI passes None for an input fed by a link (its value is not known before execution): such inputs are
-    checked when the node runs (patch_model)."""
+    None (not given, or, in ComfyUI, an input fed by a link whose value is not known before execution) is not
+    checked here; patch_model checks every value when the node runs."""
     values = (guidance_scale, eta, base_resolution, resampler)
     defaults = (1.0, 0.6, 0, "auto")
     try:
