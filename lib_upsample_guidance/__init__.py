@@ -4,7 +4,8 @@ Package layout (folders are layers; a module imports only from its own layer and
 - `core/`     the exact math, host-free (torch and the standard library only).
 - `webui/`    WebUI glue shared by the A1111-family hosts: settings, UI, settings tab, infotext, X/Y/Z,
               the per-generation guard, host detection. gradio and host modules only inside functions.
-- `adapters/` one module per host (`a1111`, `forge`); adapters never import each other.
+- `comfy_family/` the post-CFG guidance shared by the hosts of ComfyUI's lineage (ComfyUI, Forge, reForge).
+- `adapters/` one module per host (`a1111`, `forge`, `comfyui`); adapters never import each other.
 - `demo/`     the small model of our own, its sampler, demo and quality bench.
 - `bench/`    the speed bench on the real SD UNet graphs.
 

@@ -95,7 +95,7 @@ def test_core_modules_import_only_stdlib_torch_and_core():
                 assert top in ALLOWED_TOP, f"core/{path.name} imports {name}"
 
 
-ADAPTERS = {"a1111", "forge"}
+ADAPTERS = {"a1111", "forge", "comfyui"}
 
 
 def adapter_of(stem: str) -> str | None:
@@ -118,18 +118,20 @@ def test_adapters_never_import_each_other_and_webui_never_imports_an_adapter():
             if layer_of(name) == "adapters" and name != "lib_upsample_guidance.adapters":
                 stem = name.split(".")[2]
                 assert adapter_of(stem) == owner, f"adapters/{path.name} imports {name}"
-    for layer in ("webui", "core", "demo", "bench"):
+    for layer in ("webui", "core", "comfy_family", "demo", "bench"):
         for path in package_files(layer):
             for name, _ in imports_of(path):
                 assert layer_of(name) != "adapters", f"{layer}/{path.name} imports {name}"
 
 
 def test_lower_layers_never_import_upper_ones():
-    """core <- webui <- adapters; demo and bench use the core only."""
+    """core <- webui <- comfy_family <- adapters; demo and bench use the core only. comfy_family is the glue
+    the ComfyUI-family adapters (forge, comfyui) share, so that they never import each other."""
     may_use = {
         "core": {"core"},
         "webui": {"core", "webui"},
-        "adapters": {"core", "webui", "adapters"},
+        "comfy_family": {"core", "webui", "comfy_family"},
+        "adapters": {"core", "webui", "comfy_family", "adapters"},
         "demo": {"core", "demo"},
         "bench": {"core", "bench"},
     }

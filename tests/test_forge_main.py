@@ -13,6 +13,7 @@ import torch
 from _forge_support import FORGE_MAIN, TinyNet, expected_guided, host_on_path, make_p
 
 from lib_upsample_guidance.adapters import forge
+from lib_upsample_guidance.comfy_family import postcfg
 from lib_upsample_guidance.webui.settings import UGSettings
 
 ON = UGSettings(enabled=True, guidance_scale=0.8, eta=1.0, base_resolution=64)
@@ -251,7 +252,7 @@ def test_failure_finishes_unguided_with_one_warning(fm, capsys, monkeypatch):
         raise RuntimeError("CUDA out of memory (simulated)")
 
     # the low-res call fails on the first guided step (as an out-of-memory error would)
-    monkeypatch.setattr(forge, "_host_calc_cond_uncond_batch", lambda model: broken)
+    monkeypatch.setattr(postcfg, "_host_calc_cond_uncond_batch", lambda model: broken)
     guided = _euler(fm, patched, x, sigmas, cond, uncond, 5.0)
     torch.testing.assert_close(guided, plain, rtol=0, atol=0)
     out = capsys.readouterr().out

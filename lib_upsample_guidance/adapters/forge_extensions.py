@@ -43,6 +43,8 @@ __all__ = [
     "control_chain",
     "run_first",
     "refusal",
+    "refusal_for",
+    "low_res_call",
 ]
 
 # qualified-name fragments of patch functions left out of the low-res call
@@ -115,6 +117,27 @@ def full_step_control_window(conds: list, sigma: torch.Tensor | float) -> Iterat
     finally:
         for net, window in saved:
             net.timestep_range = window
+
+
+@contextlib.contextmanager
+def low_res_call(args: dict, conds: list, sigma: torch.Tensor) -> Iterator[dict]:
+    """Around the low-res call of one step (GuidanceContext.low_res_call): ControlNet windows as in the full
+    call at `sigma`; yields the call's model_options without Deep Shrink and SAG's recorder."""
+    with full_step_control_window(conds, sigma):
+        yield low_res_model_options(args["model_options"])
+
+
+def refusal_for(p: Any) -> Callable[[dict], str | None]:
+    """GuidanceContext.refusal for one generation: patches on the model (refusal) or scripts of `p`
+    (webui.peers) that the low-res call cannot be guided beside."""
+    from ..comfy_family.postcfg import model_sampling_of
+    from ..webui import peers
+
+    def check(args: dict) -> str | None:
+        sigma_max = getattr(model_sampling_of(args["model"]), "sigma_max", None)
+        return refusal(args["model_options"], sigma_max) or peers.refusal_by_scripts(p)
+
+    return check
 
 
 def run_first(model_options: dict, fn: Callable) -> None:
