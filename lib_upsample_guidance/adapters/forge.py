@@ -30,6 +30,7 @@ from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import MODEL_FAMILIES, LowResPlan, ModelFamily, plan_low_res
 from ..core.step import prepare_low_res_query
 from ..webui import infotext
+from ..webui.conditioning import is_stateless_cfg_function, size_vector_lowerer
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 
 __all__ = [
@@ -38,37 +39,42 @@ __all__ = [
     "generation_state",
     "begin_generation",
     "make_post_cfg_function",
+    "on_cfg_denoiser",
     "detect_model_family",
     "convention_for_predictor",
     "model_sampling_of",
     "WARNING_PREFIX",
+    "STATE_ATTR",
 ]
 
 _MARK_ATTR = "_upsample_guidance_post_cfg"
-_STATE_ATTR = "_upsample_guidance_forge_state"
+STATE_ATTR = "_upsample_guidance_forge_state"
 
 
 @dataclass(kw_only=True)
 class ForgeGenerationState(GuardState):
     """Per-generation state (GuardState: off after a failure with one warning; ran: guidance changed a step).
-    infotext: the entries to write into p's infotext the first time guidance changes a step."""
+    infotext: the entries to write into p's infotext the first time guidance changes a step.
+    patch_args: (settings, family_bases) while the current sampling pass is guided (None otherwise): lets the
+    CFG-denoiser callback patch a model the host swapped in mid-pass (the SDXL refiner)."""
 
     infotext: dict[str, str] | None = None
+    patch_args: tuple | None = None
 
 
 def generation_state(p: Any) -> ForgeGenerationState:
     """The state object of this generation (created on first use and stored on p)."""
-    state = getattr(p, _STATE_ATTR, None)
+    state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, ForgeGenerationState):
         state = ForgeGenerationState()
-        setattr(p, _STATE_ATTR, state)
+        setattr(p, STATE_ATTR, state)
     return state
 
 
 def begin_generation(p: Any) -> ForgeGenerationState:
     """A fresh state for a new generation on p (drops one copied from another processing object)."""
     state = ForgeGenerationState()
-    setattr(p, _STATE_ATTR, state)
+    setattr(p, STATE_ATTR, state)
     return state
 
 
@@ -162,8 +168,8 @@ def detect_model_family(sd_model: Any, model: Any) -> ModelFamily:
 # Low-resolution conditioning
 
 
-def _downsampled_condition_object(obj: Any, tensor: torch.Tensor, down: Callable) -> Any:
-    new = down(tensor)
+def _with_tensor(obj: Any, new: torch.Tensor) -> Any:
+    """A copy of a host condition object (Condition / CONDRegular) holding `new` instead of its tensor."""
     copier = getattr(obj, "_copy_with", None)
     if callable(copier):
         return copier(new)
@@ -172,12 +178,19 @@ def _downsampled_condition_object(obj: Any, tensor: torch.Tensor, down: Callable
     return clone
 
 
-def lower_condition(cond: dict, size: tuple[int, int], down: Callable[[torch.Tensor], torch.Tensor]) -> dict:
+def lower_condition(
+    cond: dict,
+    size: tuple[int, int],
+    down: Callable[[torch.Tensor], torch.Tensor],
+    lower_vector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict:
     """A copy of one compiled condition dict for the low-res call.
 
     Spatial tensors the size of the latent (model_conds entries of shape [B, C, H, W] such as c_concat /
     image_cond of inpainting models, and a 'mask' of shape [B, H, W]) are replaced by D applied to them;
-    everything else (cross-attention, pooled vectors, Flux guidance, strength, ControlNet, hooks) is shared.
+    the SDXL-family vector (model_conds 'y', Forge main Condition / ldm_patched CONDRegular, and the
+    'pooled_output' copy) by lower_vector (the vector of a generation at the low-res size); everything else
+    (cross-attention, Flux guidance, strength, ControlNet, hooks) is shared.
     Area-restricted conditions cannot be mapped and raise UnsupportedInput.
     """
     if "area" in cond and cond["area"] is not None:
@@ -190,24 +203,31 @@ def lower_condition(cond: dict, size: tuple[int, int], down: Callable[[torch.Ten
                 f"a conditioning mask of shape {tuple(mask.shape)} does not match the latent"
             )
         out["mask"] = down(mask)
+    if lower_vector is not None and isinstance(cond.get("pooled_output"), torch.Tensor):
+        out["pooled_output"] = lower_vector(cond["pooled_output"])
     model_conds = cond.get("model_conds")
     if isinstance(model_conds, dict):
         lowered = {}
         for key, obj in model_conds.items():
             tensor = getattr(obj, "cond", None)
             if isinstance(tensor, torch.Tensor) and tensor.ndim >= 4 and tuple(tensor.shape[-2:]) == size:
-                lowered[key] = _downsampled_condition_object(obj, tensor, down)
+                lowered[key] = _with_tensor(obj, down(tensor))
+            elif key == "y" and lower_vector is not None and isinstance(tensor, torch.Tensor):
+                new = lower_vector(tensor)
+                lowered[key] = obj if new is tensor else _with_tensor(obj, new)
             else:
                 lowered[key] = obj
         out["model_conds"] = lowered
     return out
 
 
-def lower_conditions(conds: list | None, size: tuple[int, int], down: Callable) -> list | None:
+def lower_conditions(
+    conds: list | None, size: tuple[int, int], down: Callable, lower_vector: Callable | None = None
+) -> list | None:
     """lower_condition for each dict of a condition list (None stays None)."""
     if conds is None:
         return None
-    return [lower_condition(c, size, down) for c in conds]
+    return [lower_condition(c, size, down, lower_vector) for c in conds]
 
 
 def combine_cfg(
@@ -223,13 +243,15 @@ def combine_cfg(
 ) -> torch.Tensor:
     """The hosts' CFG combination, so that the low-res rows are combined exactly like the full-size ones.
 
-    With a custom CFG function in model_options["sampler_cfg_function"] (Forge's DynamicThresholding, CFG
-    rescale, ...): x - fn(args), args as the host builds them (cond/uncond as x - prediction). Otherwise
-    uncond + (cond - uncond) * scale * s, s = sum of the AND-prompt strengths when it is not 1 (Forge's
-    sampling_function_inner, ldm_patched's sampling_function / cfg_function).
+    With a custom CFG function in model_options["sampler_cfg_function"] known to be stateless (Forge's
+    DynamicThresholding, RescaleCFG; webui.conditioning.is_stateless_cfg_function): x - fn(args), args as the
+    host builds them (cond/uncond as x - prediction). A function that may keep state between calls (reForge's
+    APG keeps momentum and resets it when the width changes) is not called on the low-res rows: they get
+    plain CFG. Plain CFG: uncond + (cond - uncond) * scale * s, s = sum of the AND-prompt strengths when it is
+    not 1 (Forge's sampling_function_inner, ldm_patched's sampling_function / cfg_function).
     """
     cfg_function = (model_options or {}).get("sampler_cfg_function")
-    if cfg_function is not None and x is not None:
+    if cfg_function is not None and x is not None and is_stateless_cfg_function(cfg_function):
         args = {
             "cond": x - cond_pred,
             "uncond": x - uncond_pred,
@@ -267,7 +289,9 @@ class GuidanceContext:
     """Everything the post-CFG function needs for one sampling pass (built in process_before_every_sampling).
 
     cfg_scale: the generation's CFG scale for this pass (p.cfg_scale, or p.hr_cfg in Forge main's hires pass),
-    used unless the host passes args["cond_scale"] (reForge) or skipped uncond (then 1).
+    used unless the host passes args["cond_scale"] (reForge), our conditioning modifier saw the scale the host
+    passes to its sampling function this step (host_cond_scale: Forge main sets 1 on skip-early-CFG / NGMS
+    steps), or the host skipped uncond (then 1).
     """
 
     guidance_scale: float
@@ -279,6 +303,7 @@ class GuidanceContext:
     state: ForgeGenerationState
     calc_cond_uncond_batch: Callable | None = None
     p: Any = None  # the processing object, for the infotext
+    host_cond_scale: float | None = None
     _plans: dict = field(default_factory=dict)
     _conventions: dict = field(default_factory=dict)
 
@@ -328,19 +353,30 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     # The host skipped the uncond rows (CFG 1, its CFG-1 optimisation, NGMS / skip-early-CFG steps): then
     # its uncond prediction is None or all zeros, its effective scale is 1, and the low-res call skips them too.
     uncond_skipped = uncond is None or uncond_pred is None or not bool(torch.any(uncond_pred != 0))
+    host_scale, ctx.host_cond_scale = ctx.host_cond_scale, None
     if "cond_scale" in args:
         cond_scale = float(args["cond_scale"])
+    elif host_scale is not None:
+        cond_scale = host_scale
     elif uncond_skipped:
         cond_scale = 1.0
     else:
         cond_scale = float(ctx.cfg_scale)
+    model_options = args["model_options"]
 
     down = query.downsample_condition
-    conds_low = lower_conditions(conds, size, down)
-    unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down)
+    lower_vector = size_vector_lowerer(
+        ctx.p,
+        ctx.state,
+        latent_size=size,
+        low_latent_size=plan.low_size,
+        latent_factor=ctx.family.latent_factor,
+    )
+    conds_low = lower_conditions(conds, size, down, lower_vector)
+    unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down, lower_vector)
     calc = ctx.calc_cond_uncond_batch or _host_calc_cond_uncond_batch(model)
     level_low = torch.as_tensor(query.level).to(device=sigma.device, dtype=sigma.dtype).reshape(-1)
-    cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, args["model_options"])
+    cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, model_options)
     den_low = combine_cfg(
         cond_low,
         uncond_low,
@@ -349,7 +385,7 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
         x=query.x,
         level=level_low,
         model=model,
-        model_options=args["model_options"],
+        model_options=model_options,
     )
     guided = query.apply(denoised, den_low)
     if guided.shape != denoised.shape:
@@ -372,7 +408,7 @@ def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tenso
         try:
             guided = guided_denoised(args, ctx)
         except Exception as exc:  # never lose the user's image
-            ctx.state.turn_off(describe(exc))
+            ctx.state.turn_off(describe(exc), ctx.p)
             return denoised
         if guided is not denoised and not ctx.state.ran:
             ctx.state.ran = True
@@ -381,6 +417,22 @@ def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tenso
 
     setattr(upsample_guidance_post_cfg, _MARK_ATTR, True)
     return upsample_guidance_post_cfg
+
+
+def make_cond_scale_recorder(ctx: GuidanceContext) -> Callable:
+    """A conditioning modifier (Forge main, old Forge, reForge: model_options["conditioning_modifiers"], called
+    with the arguments of the host's sampling function just before it) that records the CFG scale the host
+    uses for this model evaluation (Forge main sets 1 on skip-early-CFG / NGMS steps) and changes nothing."""
+
+    def upsample_guidance_cond_scale(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
+        try:
+            ctx.host_cond_scale = float(cond_scale)
+        except (TypeError, ValueError):
+            ctx.host_cond_scale = None
+        return model, x, timestep, uncond, cond, cond_scale, model_options, seed
+
+    setattr(upsample_guidance_cond_scale, _MARK_ATTR, True)
+    return upsample_guidance_cond_scale
 
 
 def _write_infotext(ctx: GuidanceContext) -> None:
@@ -392,9 +444,15 @@ def _write_infotext(ctx: GuidanceContext) -> None:
 
 
 def _remove_ours(model_options: dict) -> None:
-    fns = model_options.get("sampler_post_cfg_function")
-    if fns:
-        model_options["sampler_post_cfg_function"] = [f for f in fns if not getattr(f, _MARK_ATTR, False)]
+    for key in ("sampler_post_cfg_function", "conditioning_modifiers"):
+        fns = model_options.get(key)
+        if fns:
+            model_options[key] = [f for f in fns if not getattr(f, _MARK_ATTR, False)]
+
+
+def _is_patched(unet: Any) -> bool:
+    fns = getattr(unet, "model_options", {}).get("sampler_post_cfg_function") or []
+    return any(getattr(f, _MARK_ATTR, False) for f in fns)
 
 
 def _base_size(settings: Any, family: ModelFamily, family_bases: dict[str, int] | None) -> int:
@@ -412,6 +470,32 @@ def _pass_cfg_scale(p: Any) -> float:
     return float(getattr(p, "cfg_scale", 1.0))
 
 
+def _patch(p: Any, sd_model: Any, settings: Any, family_bases: dict[str, int] | None, state) -> None:
+    """Replace sd_model.forge_objects.unet by a clone carrying our post-CFG function and CFG-scale recorder."""
+    forge_objects = sd_model.forge_objects
+    unet = forge_objects.unet.clone()
+    _remove_ours(unet.model_options)
+    family = detect_model_family(sd_model, unet.model)
+    ctx = GuidanceContext(
+        guidance_scale=float(settings.guidance_scale),
+        eta=float(settings.eta),
+        base_size_px=_base_size(settings, family, family_bases),
+        family=family,
+        resampler=str(getattr(settings, "resampler", "auto")),
+        cfg_scale=_pass_cfg_scale(p),
+        state=state,
+        p=p,
+    )
+    state.infotext = infotext.make_params(
+        settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))
+    )
+    # a new list: clones must never share it
+    modifiers = list(unet.model_options.get("conditioning_modifiers", []))
+    unet.model_options["conditioning_modifiers"] = modifiers + [make_cond_scale_recorder(ctx)]
+    unet.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
+    forge_objects.unet = unet
+
+
 def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str, int] | None = None) -> None:
     """Patch a clone of p.sd_model.forge_objects.unet with the guidance post-CFG function.
 
@@ -422,6 +506,9 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
     Idempotent: a function of ours already on the patcher is replaced, never stacked (Forge calls this hook
     twice in the hires pass and resets forge_objects before each pass).
     """
+    state = getattr(p, STATE_ATTR, None)
+    if isinstance(state, ForgeGenerationState):
+        state.patch_args = None  # this pass is guided only if it is patched below
     if not getattr(settings, "enabled", False):
         return
     if getattr(p, "is_hr_pass", False) and not getattr(settings, "guide_hires_pass", True):
@@ -432,24 +519,28 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
     if state.off:
         return
     try:
-        forge_objects = p.sd_model.forge_objects
-        unet = forge_objects.unet.clone()
-        _remove_ours(unet.model_options)
-        family = detect_model_family(p.sd_model, unet.model)
-        ctx = GuidanceContext(
-            guidance_scale=float(settings.guidance_scale),
-            eta=float(settings.eta),
-            base_size_px=_base_size(settings, family, family_bases),
-            family=family,
-            resampler=str(getattr(settings, "resampler", "auto")),
-            cfg_scale=_pass_cfg_scale(p),
-            state=state,
-            p=p,
-        )
-        state.infotext = infotext.make_params(
-            settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))
-        )
-        unet.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
-        forge_objects.unet = unet
+        _patch(p, p.sd_model, settings, family_bases, state)
+        state.patch_args = (settings, family_bases)
     except Exception as exc:
-        state.turn_off(describe(exc))
+        state.turn_off(describe(exc), p)
+
+
+def on_cfg_denoiser(params: Any) -> None:
+    """CFG-denoiser callback (Forge main, old Forge, reForge; it fires after the host's refiner switch and
+    before the model call): when the host swapped the model mid-pass (the SDXL refiner: apply_refiner reloads
+    the checkpoint without process_before_every_sampling), patch the new model too, so guidance continues on
+    it. A failure turns guidance off with one warning (the steps before keep their guidance and infotext)."""
+    p = getattr(getattr(params, "denoiser", None), "p", None)
+    state = getattr(p, STATE_ATTR, None)
+    if not isinstance(state, ForgeGenerationState) or state.off or state.patch_args is None:
+        return
+    try:
+        sd_model = p.sd_model
+        if _is_patched(sd_model.forge_objects.unet):
+            return
+        settings, family_bases = state.patch_args
+        _patch(p, sd_model, settings, family_bases, state)
+    except Exception as exc:
+        state.turn_off(
+            f"the model changed during sampling (refiner) and could not be guided: {describe(exc)}", p
+        )
