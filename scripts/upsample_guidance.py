@@ -26,6 +26,8 @@ SETTINGS_ATTR = "_upsample_guidance_settings"
 
 if not host.is_forge_family(HOST):
     a1111.register_callbacks()
+else:
+    forge.register_callbacks()  # patches a model the host swaps in mid-pass (SDXL refiner)
 script_callbacks.on_ui_settings(settings_tab.on_ui_settings)
 script_callbacks.on_before_ui(xyz.register_axes)
 

@@ -9,9 +9,8 @@ vector the stand-in conditioner builds for a generation at the low size — neve
 import math
 
 import pytest
-import torch
-
 import test_a1111_adapter as base
+import torch
 
 UG_ON = base.UG_ON  # 128 px target (16 latent), base 64 px: 2x box, every step guided
 
@@ -65,7 +64,7 @@ def expected_sdxl(sampler, model, args, prompts, negatives, low_px=64, weight=1.
         for i in range(b)
     ]
     outs = []
-    for (xr, sr, text, vec_low), i in zip(rows, index + list(range(b))):
+    for (xr, sr, text, vec_low), i in zip(rows, index + list(range(b)), strict=True):
         xr, sr, icr = xr[None], sr[None], ic[i][None]
         den = inner(xr, sr, cond=base.cond_dict(model, text, icr))
         low_text = {**text, "vector": vec_low[None].to(text["vector"].dtype)}
@@ -196,3 +195,29 @@ def test_v_model_under_ddim_low_res_eps_at_fractional_tau(host):
     want = base.combine(torch.cat(outs), conds_list, 1, 5.0)
     # float32 host tables: the full-size rows' sqrt(abar[t]) differ from float64 by ~3e-8
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_batch_count_failure_message_and_infotext_per_image(host, capsys, monkeypatch):
+    """Batch count 3: a failure in the second batch turns guidance off for it and the third; the message says
+    so, and only the first image (guided) carries the UG keys."""
+    model = host.tiny_sd.TinySDModel()
+    host.set_model(model)
+    module = host.script_module
+    adapter = module.a1111
+    real = adapter.guided_outputs
+
+    def failing_in_batch_2(dparams, x_out, inner, state):
+        if dparams.denoiser.p.iteration == 1:
+            raise RuntimeError("simulated")
+        return real(dparams, x_out, inner, state)
+
+    monkeypatch.setattr(adapter, "guided_outputs", failing_in_batch_2)
+    p = host.txt2img(UG_ON, prompt="a", n_iter=3, batch_size=1, steps=3)
+    processed = host.run(p)
+    out = capsys.readouterr().out
+    assert out.count("guidance turned off") == 1
+    assert (
+        "this image is finished without guidance, and the 1 later image (batch 3 of 3) is not guided" in out
+    )
+    has_keys = ["UG scale" in text for text in processed.infotexts]
+    assert has_keys == [True, False, False]

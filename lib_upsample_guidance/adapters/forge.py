@@ -40,6 +40,7 @@ __all__ = [
     "begin_generation",
     "make_post_cfg_function",
     "on_cfg_denoiser",
+    "register_callbacks",
     "detect_model_family",
     "convention_for_predictor",
     "model_sampling_of",
@@ -523,6 +524,16 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
         state.patch_args = (settings, family_bases)
     except Exception as exc:
         state.turn_off(describe(exc), p)
+
+
+def register_callbacks() -> None:
+    """Register on_cfg_denoiser with the host (call once per script load; re-registering replaces)."""
+    from modules import script_callbacks
+
+    remove = getattr(script_callbacks, "remove_callbacks_for_function", None)
+    if remove is not None:
+        remove(on_cfg_denoiser)
+    script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
 
 
 def on_cfg_denoiser(params: Any) -> None:
