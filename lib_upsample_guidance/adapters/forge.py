@@ -471,7 +471,9 @@ def _pass_cfg_scale(p: Any) -> float:
     return float(getattr(p, "cfg_scale", 1.0))
 
 
-def _patch(p: Any, sd_model: Any, settings: Any, family_bases: dict[str, int] | None, state) -> None:
+def _patch(
+    p: Any, sd_model: Any, settings: Any, family_bases: dict[str, int] | None, state: ForgeGenerationState
+) -> None:
     """Replace sd_model.forge_objects.unet by a clone carrying our post-CFG function and CFG-scale recorder."""
     forge_objects = sd_model.forge_objects
     unet = forge_objects.unet.clone()
