@@ -26,6 +26,8 @@ SETTINGS_ATTR = "_upsample_guidance_settings"
 
 if not host.is_forge_family(HOST):
     a1111.register_callbacks()
+else:
+    forge.register_callbacks()  # patches a model the host swaps in mid-pass (SDXL refiner)
 script_callbacks.on_ui_settings(settings_tab.on_ui_settings)
 script_callbacks.on_before_ui(xyz.register_axes)
 
@@ -138,6 +140,16 @@ class UpsampleGuidanceScript(scripts.Script):
         setattr(p, SETTINGS_ATTR, settings)
         if not host.is_forge_family(HOST) and not host.is_forge_model(getattr(p, "sd_model", None)):
             a1111.begin_generation(p, settings, settings_tab.family_bases_from_opts(shared.opts))
+
+    def process_batch(self, p, *args, **kwargs):
+        """Each batch's infotext tells whether guidance changed one of its steps: the keys of an earlier batch
+        are dropped here and written again by the adapter when guidance runs in this batch."""
+        extra = getattr(p, "extra_generation_params", None)
+        if isinstance(extra, dict) and any(key in extra for key in infotext.KEYS):
+            p.extra_generation_params = {k: v for k, v in extra.items() if k not in infotext.KEYS}
+        for state in (a1111.generation_state(p), getattr(p, forge.STATE_ATTR, None)):
+            if state is not None:
+                state.ran = False
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         if not (host.is_forge_family(HOST) or host.is_forge_model(getattr(p, "sd_model", None))):

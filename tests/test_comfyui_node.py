@@ -182,6 +182,9 @@ def test_custom_cfg_function_is_used_for_the_low_res_rows(cf):
     def rescale(args):  # a sampler_cfg_function in ComfyUI's args form (returns x - denoised)
         return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"] * 0.5
 
+    # only functions known to be stateless are called on the low-res rows (webui.conditioning)
+    rescale.__qualname__ = "RescaleCFG.patch.<locals>.rescale_cfg"
+
     patcher.set_model_sampler_cfg_function(rescale)
     patched = _patch(cf, patcher)
     x, sigma = torch.randn(1, 4, 16, 16), torch.full((1,), 2.0)

@@ -19,11 +19,12 @@ Per-generation state lives on `p` (attribute `_upsample_guidance_forge_state`), 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..comfy_family.postcfg import MARK_ATTR as _MARK_ATTR  # noqa: F401  (tests and callers)
 from ..comfy_family.postcfg import (
+    MARK_ATTR,
     GuidanceContext,
     combine_cfg,
     convention_for_predictor,
@@ -36,6 +37,7 @@ from ..comfy_family.postcfg import (
     model_sampling_of,
     remove_ours,
 )
+from ..comfy_family.postcfg import MARK_ATTR as _MARK_ATTR  # noqa: F401  (tests and callers)
 from ..core.planner import MODEL_FAMILIES, ModelFamily
 from ..webui import infotext
 from ..webui.generation import WARNING_PREFIX, GuardState, describe
@@ -50,7 +52,10 @@ __all__ = [
     "detect_model_family",
     "convention_for_predictor",
     "model_sampling_of",
+    "on_cfg_denoiser",
+    "register_callbacks",
     "WARNING_PREFIX",
+    "STATE_ATTR",
     # shared with the ComfyUI adapter, re-exported for callers of this module
     "GuidanceContext",
     "guided_denoised",
@@ -59,30 +64,33 @@ __all__ = [
     "combine_cfg",
 ]
 
-_STATE_ATTR = "_upsample_guidance_forge_state"
+STATE_ATTR = "_upsample_guidance_forge_state"
 
 
 @dataclass(kw_only=True)
 class ForgeGenerationState(GuardState):
     """Per-generation state (GuardState: off after a failure with one warning; ran: guidance changed a step).
-    infotext: the entries to write into p's infotext the first time guidance changes a step."""
+    infotext: the entries to write into p's infotext the first time guidance changes a step.
+    patch_args: (settings, family_bases) while the current sampling pass is guided (None otherwise): lets the
+    CFG-denoiser callback patch a model the host swapped in mid-pass (the SDXL refiner)."""
 
     infotext: dict[str, str] | None = None
+    patch_args: tuple | None = None
 
 
 def generation_state(p: Any) -> ForgeGenerationState:
     """The state object of this generation (created on first use and stored on p)."""
-    state = getattr(p, _STATE_ATTR, None)
+    state = getattr(p, STATE_ATTR, None)
     if not isinstance(state, ForgeGenerationState):
         state = ForgeGenerationState()
-        setattr(p, _STATE_ATTR, state)
+        setattr(p, STATE_ATTR, state)
     return state
 
 
 def begin_generation(p: Any) -> ForgeGenerationState:
     """A fresh state for a new generation on p (drops one copied from another processing object)."""
     state = ForgeGenerationState()
-    setattr(p, _STATE_ATTR, state)
+    setattr(p, STATE_ATTR, state)
     return state
 
 
@@ -151,6 +159,9 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
     Idempotent: a function of ours already on the patcher is replaced, never stacked (Forge calls this hook
     twice in the hires pass and resets forge_objects before each pass).
     """
+    state = getattr(p, STATE_ATTR, None)
+    if isinstance(state, ForgeGenerationState):
+        state.patch_args = None  # this pass is guided only if it is patched below
     if not getattr(settings, "enabled", False):
         return
     if getattr(p, "is_hr_pass", False) and not getattr(settings, "guide_hires_pass", True):
@@ -161,29 +172,94 @@ def process_before_every_sampling(p: Any, settings: Any, family_bases: dict[str,
     if state.off:
         return
     try:
-        forge_objects = p.sd_model.forge_objects
-        unet = forge_objects.unet.clone()
-        remove_ours(unet.model_options)
-        family = detect_model_family(p.sd_model, unet.model)
-        ctx = GuidanceContext(
-            guidance_scale=float(settings.guidance_scale),
-            eta=float(settings.eta),
-            base_size_px=_base_size(settings, family, family_bases),
-            family=family,
-            resampler=str(getattr(settings, "resampler", "auto")),
-            cfg_scale=_pass_cfg_scale(p),
-            state=state,
-            p=p,
-            on_first_guided=_write_infotext,
-            refusal=forge_extensions.refusal_for(p),
-            low_res_call=forge_extensions.low_res_call,
-        )
-        state.infotext = infotext.make_params(
-            settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))
-        )
-        post_cfg = make_post_cfg_function(ctx)
-        unet.set_model_sampler_post_cfg_function(post_cfg)
-        forge_extensions.run_first(unet.model_options, post_cfg)  # other post-CFG terms apply on top of ours
-        forge_objects.unet = unet
+        _patch(p, p.sd_model, settings, family_bases, state)
+        state.patch_args = (settings, family_bases)
     except Exception as exc:
-        state.turn_off(describe(exc))
+        state.turn_off(describe(exc), p)
+
+
+def make_cond_scale_recorder(ctx: GuidanceContext) -> Callable:
+    """A conditioning modifier (Forge main, old Forge, reForge: model_options["conditioning_modifiers"], called
+    with the arguments of the host's sampling function just before it) that records the CFG scale the host
+    uses for this model evaluation (Forge main sets 1 on skip-early-CFG / NGMS steps) and changes nothing."""
+
+    def upsample_guidance_cond_scale(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
+        try:
+            ctx.host_cond_scale = float(cond_scale)
+        except (TypeError, ValueError):
+            ctx.host_cond_scale = None
+        return model, x, timestep, uncond, cond, cond_scale, model_options, seed
+
+    setattr(upsample_guidance_cond_scale, MARK_ATTR, True)
+    return upsample_guidance_cond_scale
+
+
+def _is_patched(unet: Any) -> bool:
+    fns = getattr(unet, "model_options", {}).get("sampler_post_cfg_function") or []
+    return any(getattr(f, MARK_ATTR, False) for f in fns)
+
+
+def _patch(
+    p: Any, sd_model: Any, settings: Any, family_bases: dict[str, int] | None, state: ForgeGenerationState
+) -> None:
+    """Replace sd_model.forge_objects.unet by a clone carrying our post-CFG function (run first, so other
+    post-CFG terms apply on top of ours) and CFG-scale recorder."""
+    forge_objects = sd_model.forge_objects
+    unet = forge_objects.unet.clone()
+    remove_ours(unet.model_options)
+    family = detect_model_family(sd_model, unet.model)
+    ctx = GuidanceContext(
+        guidance_scale=float(settings.guidance_scale),
+        eta=float(settings.eta),
+        base_size_px=_base_size(settings, family, family_bases),
+        family=family,
+        resampler=str(getattr(settings, "resampler", "auto")),
+        cfg_scale=_pass_cfg_scale(p),
+        state=state,
+        p=p,
+        on_first_guided=_write_infotext,
+        condition_features=frozenset({"size_vector"}),
+        refusal=forge_extensions.refusal_for(p),
+        low_res_call=forge_extensions.low_res_call,
+    )
+    state.infotext = infotext.make_params(
+        settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))
+    )
+    # a new list: clones must never share it
+    modifiers = list(unet.model_options.get("conditioning_modifiers", []))
+    unet.model_options["conditioning_modifiers"] = modifiers + [make_cond_scale_recorder(ctx)]
+    post_cfg = make_post_cfg_function(ctx)
+    unet.set_model_sampler_post_cfg_function(post_cfg)
+    forge_extensions.run_first(unet.model_options, post_cfg)
+    forge_objects.unet = unet
+
+
+def register_callbacks() -> None:
+    """Register on_cfg_denoiser with the host (call once per script load; re-registering replaces)."""
+    from modules import script_callbacks
+
+    remove = getattr(script_callbacks, "remove_callbacks_for_function", None)
+    if remove is not None:
+        remove(on_cfg_denoiser)
+    script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+
+
+def on_cfg_denoiser(params: Any) -> None:
+    """CFG-denoiser callback (Forge main, old Forge, reForge; it fires after the host's refiner switch and
+    before the model call): when the host swapped the model mid-pass (the SDXL refiner: apply_refiner reloads
+    the checkpoint without process_before_every_sampling), patch the new model too, so guidance continues on
+    it. A failure turns guidance off with one warning (the steps before keep their guidance and infotext)."""
+    p = getattr(getattr(params, "denoiser", None), "p", None)
+    state = getattr(p, STATE_ATTR, None)
+    if not isinstance(state, ForgeGenerationState) or state.off or state.patch_args is None:
+        return
+    try:
+        sd_model = p.sd_model
+        if _is_patched(sd_model.forge_objects.unet):
+            return
+        settings, family_bases = state.patch_args
+        _patch(p, sd_model, settings, family_bases, state)
+    except Exception as exc:
+        state.turn_off(
+            f"the model changed during sampling (refiner) and could not be guided: {describe(exc)}", p
+        )

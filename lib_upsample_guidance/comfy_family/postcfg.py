@@ -29,8 +29,8 @@ import torch
 
 from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import LowResPlan, ModelFamily, plan_low_res
-from ..core.size_conditioning import low_res_size_vector
 from ..core.step import prepare_low_res_query
+from ..webui.conditioning import is_stateless_cfg_function, size_vector_lowerer
 from ..webui.generation import GuardState, UnsupportedInput, describe
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "lower_conditions",
     "lower_area",
     "active_at",
-    "size_vector_lowering",
     "combine_cfg",
     "model_sampling_of",
     "convention_for_predictor",
@@ -177,6 +176,8 @@ def lower_condition(
                 f"a conditioning mask of shape {tuple(mask.shape)} does not match the latent"
             )
         out["mask"] = down(mask)
+    if lower_vector is not None and isinstance(cond.get("pooled_output"), torch.Tensor):
+        out["pooled_output"] = lower_vector(cond["pooled_output"])
     model_conds = cond.get("model_conds")
     if isinstance(model_conds, dict):
         lowered = {}
@@ -229,20 +230,6 @@ def lower_conditions(
     return [lower_condition(c, size, down, low_size=low_size, lower_vector=lower_vector) for c in conds]
 
 
-def size_vector_lowering(plan: LowResPlan, latent_factor: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """SDXL's size-conditioned vector for the low-res call: core.size_conditioning.low_res_size_vector from the
-    target size to the low size (px = latent px * latent_factor). A vector that does not embed the target size
-    (sizes the user set, e.g. in CLIPTextEncodeSDXL, which the host keeps at any latent size) is kept."""
-    full_px = (plan.target_size[0] * latent_factor, plan.target_size[1] * latent_factor)
-    low_px = (plan.low_size[0] * latent_factor, plan.low_size[1] * latent_factor)
-
-    def lower(vector: torch.Tensor) -> torch.Tensor:
-        lowered = low_res_size_vector(vector, full_px, low_px)
-        return vector if lowered is None else lowered
-
-    return lower
-
-
 def combine_cfg(
     cond_pred: torch.Tensor,
     uncond_pred: torch.Tensor,
@@ -258,14 +245,16 @@ def combine_cfg(
 ) -> torch.Tensor:
     """The hosts' CFG combination, so that the low-res rows are combined exactly like the full-size ones.
 
-    With a custom CFG function in model_options["sampler_cfg_function"] (Forge's DynamicThresholding, CFG
-    rescale, ...): x - fn(args), args as the host builds them (cond/uncond as x - prediction). Otherwise
+    With a custom CFG function in model_options["sampler_cfg_function"] known to be stateless (DynamicThresholding,
+    RescaleCFG; webui.conditioning.is_stateless_cfg_function): x - fn(args), args as the host builds them
+    (cond/uncond as x - prediction). A function that may keep state between calls (reForge's APG keeps momentum
+    and resets it when the width changes) is not called on the low-res rows: they get plain CFG. Otherwise
     uncond + (cond - uncond) * scale * s, s = sum of the AND-prompt strengths when it is not 1 and and_strength
     (Forge's sampling_function_inner, ldm_patched's sampling_function / cfg_function); ComfyUI's cfg_function
     has no such factor (and_strength=False).
     """
     cfg_function = (model_options or {}).get("sampler_cfg_function")
-    if cfg_function is not None and x is not None:
+    if cfg_function is not None and x is not None and is_stateless_cfg_function(cfg_function):
         args = {
             "cond": x - cond_pred,
             "uncond": x - uncond_pred,
@@ -307,7 +296,9 @@ class GuidanceContext:
     """Everything the post-CFG function needs for one model patch (built by the adapter).
 
     cfg_scale: the generation's CFG scale for this pass (Forge: p.cfg_scale, or p.hr_cfg in Forge main's hires
-    pass), used unless the host passes args["cond_scale"] (ComfyUI, reForge) or skipped uncond (then 1).
+    pass), used unless the host passes args["cond_scale"] (ComfyUI, reForge), a conditioning modifier of the
+    adapter recorded the scale the host passes to its sampling function this step (host_cond_scale: Forge main
+    sets 1 on skip-early-CFG / NGMS steps), or the host skipped uncond (then 1).
     state: the per-generation guard, or state_of(args) -> guard when the adapter keys it on the sampling run
     (ComfyUI). on_first_guided(ctx): called once, the first time guidance changes a step (Forge: infotext).
     and_strength: multiply the CFG scale by the sum of the AND-prompt strengths when it is not 1 (Forge's
@@ -332,6 +323,7 @@ class GuidanceContext:
     condition_features: frozenset[str] = frozenset()
     refusal: Callable[[dict], str | None] | None = None
     low_res_call: Callable[[dict, list, torch.Tensor], AbstractContextManager[dict]] | None = None
+    host_cond_scale: float | None = None
     _plans: dict = field(default_factory=dict)
     _conventions: dict = field(default_factory=dict)
 
@@ -384,8 +376,11 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     # The host skipped the uncond rows (CFG 1, its CFG-1 optimisation, NGMS / skip-early-CFG steps): then
     # its uncond prediction is None or all zeros, its effective scale is 1, and the low-res call skips them too.
     uncond_skipped = uncond is None or uncond_pred is None or not bool(torch.any(uncond_pred != 0))
+    host_scale, ctx.host_cond_scale = ctx.host_cond_scale, None
     if "cond_scale" in args:
         cond_scale = float(args["cond_scale"])
+    elif host_scale is not None:
+        cond_scale = host_scale
     elif uncond_skipped:
         cond_scale = 1.0
     elif ctx.cfg_scale is None:
@@ -394,9 +389,16 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
         cond_scale = float(ctx.cfg_scale)
 
     features = ctx.condition_features
+    state = ctx.state_of(args) if ctx.state_of is not None else ctx.state
     lowering = {
         "low_size": plan.low_size if "area" in features else None,
-        "lower_vector": size_vector_lowering(plan, ctx.family.latent_factor)
+        "lower_vector": size_vector_lowerer(
+            ctx.p,
+            state,
+            latent_size=size,
+            low_latent_size=plan.low_size,
+            latent_factor=ctx.family.latent_factor,
+        )
         if "size_vector" in features
         else None,
         "window_level": float(sigma[0]) if "windows" in features else None,
@@ -443,7 +445,7 @@ def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tenso
         try:
             guided = guided_denoised(args, ctx)
         except Exception as exc:  # never lose the user's image
-            state.turn_off(describe(exc))
+            state.turn_off(describe(exc), ctx.p)
             return denoised
         if guided is not denoised and not state.ran:
             state.ran = True
@@ -456,6 +458,8 @@ def make_post_cfg_function(ctx: GuidanceContext) -> Callable[[dict], torch.Tenso
 
 
 def remove_ours(model_options: dict) -> None:
-    fns = model_options.get("sampler_post_cfg_function")
-    if fns:
-        model_options["sampler_post_cfg_function"] = [f for f in fns if not getattr(f, MARK_ATTR, False)]
+    """Drop our post-CFG functions and conditioning modifiers (marked with MARK_ATTR) from model_options."""
+    for key in ("sampler_post_cfg_function", "conditioning_modifiers"):
+        fns = model_options.get(key)
+        if fns:
+            model_options[key] = [f for f in fns if not getattr(f, MARK_ATTR, False)]
