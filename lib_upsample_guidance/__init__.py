@@ -4,7 +4,8 @@ Package layout (folders are layers; a module imports only from its own layer and
 - `core/`     the exact math, host-free (torch and the standard library only).
 - `webui/`    WebUI glue shared by the A1111-family hosts: settings, UI, settings tab, infotext, X/Y/Z,
               the per-generation guard, host detection. gradio and host modules only inside functions.
-- `adapters/` one module per host (`a1111`, `forge`); adapters never import each other.
+- `comfy_family/` the post-CFG guidance shared by the hosts of ComfyUI's lineage (ComfyUI, Forge, reForge).
+- `adapters/` one module per host (`a1111`, `forge`, `comfyui`); adapters never import each other.
 - `demo/`     the small model of our own, its sampler, demo and quality bench.
 - `bench/`    the speed bench on the real SD UNet graphs.
 
@@ -12,46 +13,9 @@ The public entry point outside a WebUI is `UpsampleGuidedDenoiser`; host adapter
 `prepare_low_res_query` with a noise convention and a plan.
 """
 
-from .core import (
-    MODEL_FAMILIES,
-    DiscreteSigmaTable,
-    DiscreteVP,
-    KarrasSigma,
-    LowResPlan,
-    LowResQuery,
-    ModelFamily,
-    NoiseConvention,
-    RectifiedFlow,
-    Resampler,
-    UpsampleGuidedDenoiser,
-    guidance_weight,
-    guided,
-    guided_eps,
-    guided_x0,
-    make_resampler,
-    plan_low_res,
-    prepare_low_res_query,
-)
+from . import core
+from .core import *  # noqa: F403  (the public API is the core's: see core.__all__)
 
-__all__ = [
-    "UpsampleGuidedDenoiser",
-    "prepare_low_res_query",
-    "LowResQuery",
-    "plan_low_res",
-    "LowResPlan",
-    "ModelFamily",
-    "MODEL_FAMILIES",
-    "make_resampler",
-    "Resampler",
-    "guided",
-    "guided_x0",
-    "guided_eps",
-    "guidance_weight",
-    "NoiseConvention",
-    "KarrasSigma",
-    "DiscreteVP",
-    "RectifiedFlow",
-    "DiscreteSigmaTable",
-]
+__all__ = list(core.__all__)
 
 __version__ = "0.1.0"

@@ -26,6 +26,8 @@ SETTINGS_ATTR = "_upsample_guidance_settings"
 
 if not host.is_forge_family(HOST):
     a1111.register_callbacks()
+else:
+    forge.register_callbacks()  # patches a model the host swaps in mid-pass (SDXL refiner)
 script_callbacks.on_ui_settings(settings_tab.on_ui_settings)
 script_callbacks.on_before_ui(xyz.register_axes)
 
@@ -149,10 +151,14 @@ class UpsampleGuidanceScript(scripts.Script):
         return forge.generation_state(p) if self._forge(p) else a1111.generation_state(p)
 
     def process_batch(self, p, *args, **kwargs):
-        # before params.txt ("paste last generation") is written: the keys of a generation that will be guided
+        """Before params.txt ("paste last generation") is written: the keys this batch's images will carry,
+        from a forecast (webui/forecast.py); the keys of an earlier batch are replaced."""
         settings = getattr(p, SETTINGS_ATTR, None)
         state = self._guard(p)
         if state is None:
+            extra = getattr(p, "extra_generation_params", None)
+            if isinstance(extra, dict) and any(key in extra for key in infotext.ALL_KEYS):
+                p.extra_generation_params = {k: v for k, v in extra.items() if k not in infotext.ALL_KEYS}
             return
         if self._forge(p):
             bases = settings_tab.family_bases_from_opts(shared.opts)

@@ -47,13 +47,20 @@ class TinyNet(torch.nn.Module):
     """A tiny deterministic 'diffusion model': conv -> tanh with context, pooled-vector, timestep and
     global-mean terms -> conv. Its output depends non-trivially on resolution, noise level and context."""
 
-    def __init__(self, channels: int = 4, extra_in: int = 0, ctx_dim: int = 8, seed: int = 0):
+    def __init__(
+        self,
+        channels: int = 4,
+        extra_in: int = 0,
+        ctx_dim: int = 8,
+        seed: int = 0,
+        vec_dim: int | None = None,
+    ):
         super().__init__()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.conv_in = torch.nn.Conv2d(channels + extra_in, 8, 3, padding=1)
             self.ctx = torch.nn.Linear(ctx_dim, 8)
-            self.vec = torch.nn.Linear(ctx_dim, 8)
+            self.vec = torch.nn.Linear(vec_dim or ctx_dim, 8)
             self.temb = torch.nn.Linear(2, 8)
             self.conv_out = torch.nn.Conv2d(8, channels, 3, padding=1)
         self.timesteps_seen: list[torch.Tensor] = []

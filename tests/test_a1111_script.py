@@ -223,8 +223,7 @@ def test_controlnet_full_size_hint_fails_safely(host, capsys):
     _, on = run(host, ON, n_iter=2)
     _, off = run(host, [False], n_iter=2)
     assert same(on, off)  # failed at the first guided step: the whole generation is unguided
-    # the keys were written before sampling; each image says that guidance stopped at its first step
-    assert all(t.endswith("UG resampler: auto, UG stopped: step 1") for t in on.infotexts), on.infotexts
+    assert not any("UG" in t for t in on.infotexts)  # no guided step: no keys (params.txt had them)
     out = warnings(capsys.readouterr().out)
     assert len(out) == 1 and "size" in out[0]
 

@@ -1,10 +1,11 @@
 """The script's UI built by the stand-in ScriptRunner under gradio (A1111 pins gradio 3.41.2).
 
 gradio is not in the default test environment (installing 3.41.2 would pin old numpy/fastapi for everyone),
-so this module is skipped there (CI runs it, see .ci/run). Run it with gradio 3.41.2 (see README, Tests):
+so this module is skipped there (CI runs it, see .ci/run). Run it with the gradio 3.41.2 environment that the
+slow test tests/test_forge_gradio_ui.py builds (it also sees the running interpreter's torch and pytest):
 
-    python3 -m venv --system-site-packages /tmp/g3 && /tmp/g3/bin/pip install gradio==3.41.2
-    /tmp/g3/bin/python -m pytest tests/test_a1111_ui.py -p no:cacheprovider
+    python -m pytest -m slow tests/test_forge_gradio_ui.py
+    ~/.cache/upsample-guidance-test-venvs/gradio-3.41.2/bin/python -m pytest tests/test_a1111_ui.py
 """
 
 import importlib.util

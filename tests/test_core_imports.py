@@ -95,25 +95,43 @@ def test_core_modules_import_only_stdlib_torch_and_core():
                 assert top in ALLOWED_TOP, f"core/{path.name} imports {name}"
 
 
+ADAPTERS = {"a1111", "forge", "comfyui"}
+
+
+def adapter_of(stem: str) -> str | None:
+    """The adapter a module of adapters/ belongs to: the adapter itself (a1111.py) or one of its private
+    helpers, named after it (a1111_extensions.py belongs to a1111)."""
+    return next((a for a in ADAPTERS if stem == a or stem.startswith(a + "_")), None)
+
+
 def test_adapters_never_import_each_other_and_webui_never_imports_an_adapter():
+    """An adapter and its private helpers (adapters/<adapter>_*.py) may import one another; nothing imports
+    another adapter's modules, and every module of adapters/ belongs to one adapter."""
     adapters = {f.stem for f in package_files("adapters")} - {"__init__"}
-    assert {"a1111", "forge"} <= adapters
+    assert ADAPTERS <= adapters
     for path in package_files("adapters"):
+        if path.stem == "__init__":
+            continue
+        owner = adapter_of(path.stem)
+        assert owner is not None, f"adapters/{path.name} belongs to no adapter (name it <adapter>_*.py)"
         for name, _ in imports_of(path):
-            if layer_of(name) == "adapters":
-                assert name == "lib_upsample_guidance.adapters", f"adapters/{path.name} imports {name}"
-    for layer in ("webui", "core", "demo", "bench"):
+            if layer_of(name) == "adapters" and name != "lib_upsample_guidance.adapters":
+                stem = name.split(".")[2]
+                assert adapter_of(stem) == owner, f"adapters/{path.name} imports {name}"
+    for layer in ("webui", "core", "comfy_family", "demo", "bench"):
         for path in package_files(layer):
             for name, _ in imports_of(path):
                 assert layer_of(name) != "adapters", f"{layer}/{path.name} imports {name}"
 
 
 def test_lower_layers_never_import_upper_ones():
-    """core <- webui <- adapters; demo and bench use the core only."""
+    """core <- webui <- comfy_family <- adapters; demo and bench use the core only. comfy_family is the glue
+    the ComfyUI-family adapters (forge, comfyui) share, so that they never import each other."""
     may_use = {
         "core": {"core"},
         "webui": {"core", "webui"},
-        "adapters": {"core", "webui", "adapters"},
+        "comfy_family": {"core", "webui", "comfy_family"},
+        "adapters": {"core", "webui", "comfy_family", "adapters"},
         "demo": {"core", "demo"},
         "bench": {"core", "bench"},
     }
@@ -132,6 +150,17 @@ def test_nothing_below_the_script_imports_gradio_or_a_host_at_module_level():
                 # The A1111 adapter is imported only by the script, inside A1111, and needs its callbacks.
                 allowed = path == PACKAGE / "adapters" / "a1111.py" and name.split(".")[0] == "modules"
                 assert allowed, f"{path.relative_to(ROOT)} imports {name} at module level"
+
+
+def test_the_adapter_rule_sees_a_cross_import():
+    """a1111's helper importing forge (or forge importing a1111's helper) breaks the rule; its own is fine."""
+    assert adapter_of("a1111_extensions") == "a1111" and adapter_of("forge_extensions") == "forge"
+    assert adapter_of("a1111") == "a1111" and adapter_of("comfy") is None
+    found = imports_of(PACKAGE / "adapters" / "forge.py", "from . import a1111_extensions\n")
+    assert found == [("lib_upsample_guidance.adapters.a1111_extensions", True)]
+    assert adapter_of(found[0][0].split(".")[2]) != adapter_of("forge")
+    own = imports_of(PACKAGE / "adapters" / "a1111.py", "from .a1111_extensions import refusal\n")
+    assert adapter_of(own[0][0].split(".")[2]) == "a1111"
 
 
 def test_the_rule_checker_sees_a_violation():

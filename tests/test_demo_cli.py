@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from lib_upsample_guidance.__main__ import main as cli_main
-from lib_upsample_guidance.demo import pipeline
+from lib_upsample_guidance.demo import pipeline, quality
 from lib_upsample_guidance.demo.wrapper import ModelDenoiser, load_model
 
 pytest.importorskip("PIL")
@@ -66,11 +66,17 @@ def test_projected_noise_has_unit_variance_for_both_pairs() -> None:
 
 
 def test_demo_command_writes_grid_and_metrics(tmp_path, capsys) -> None:
-    rc = cli_main(["demo", "--out", str(tmp_path), "--n", "2", "--steps", "3", "--seed", "5", "--quiet"])
-    assert rc == 0
+    args = ["demo", "--out", str(tmp_path), "--n", "2", "--steps", "3", "--seed", "5", "--quiet"]
+    assert cli_main(args + ["--preset", "paper"]) == 0
     metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
     assert metrics["target_size"] == 32 and set(metrics["methods"]) == {"base", "plain", "ug", "hires"}
+    assert (metrics["theta"], metrics["eta"]) == (1.0, 1.0)
+    # every step guided: one extra call at a quarter of the pixels per step
     assert metrics["methods"]["ug"]["model_cost_vs_plain"] == pytest.approx(1.25)
+    assert cli_main(args) == 0
+    metrics = json.loads((tmp_path / "demo_metrics.json").read_text())
+    assert (metrics["theta"], metrics["eta"]) == (2.0, 0.5)
+    assert 1.0 < metrics["methods"]["ug"]["model_cost_vs_plain"] < 1.25
     from PIL import Image
 
     with Image.open(tmp_path / "demo_grid.png") as im:
@@ -111,6 +117,8 @@ def test_bench_quality_tiny_run(tmp_path, capsys) -> None:
             "2",
             "--factors",
             "1.5,2",
+            "--sweep-factors",
+            "2",
             "--out",
             str(tmp_path),
             "--json",
@@ -124,6 +132,79 @@ def test_bench_quality_tiny_run(tmp_path, capsys) -> None:
     for m in res["factors"]["2"]["methods"].values():
         assert {"structure_rate", "object_scale", "swd_to_base", "seconds_per_image", "detail"} <= set(m)
     assert (tmp_path / "eta_theta_sweep.png").is_file() and (tmp_path / "quality.json").is_file()
+    sweep = res["sweeps"]["2"]
+    assert sweep["n"] == 2 and len(sweep["points"]) == len(quality.SWEEP_THETAS) * len(quality.SWEEP_ETAS)
+    lo, hi = sweep["points"][0]["structure_interval"]
+    assert 0.0 <= lo <= sweep["points"][0]["structure_rate"] <= hi <= 1.0
+    assert "recommended_default" in res
+
+
+def test_wilson_interval_known_values() -> None:
+    from lib_upsample_guidance.demo.metrics import wilson_interval
+
+    lo, hi = wilson_interval(5, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
+    lo, hi = wilson_interval(128, 128)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(128 / (128 + 1.96**2))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(
+        1.96**2 / (10 + 1.96**2)
+    )
+
+
+def _point(theta, eta, rate, detail, n=128):
+    from lib_upsample_guidance.demo.metrics import wilson_interval
+
+    return {
+        "theta": theta,
+        "eta": eta,
+        "structure_rate": rate,
+        "detail": detail,
+        "structure_interval": wilson_interval(round(rate * n), n),
+    }
+
+
+def test_choose_default_needs_every_factor_and_prefers_the_safest() -> None:
+    sweeps = {
+        "2": {
+            "points": [
+                _point(1, 1.0, 1.0, 0.6),
+                _point(1, 0.5, 1.0, 0.95),
+                _point(1, 0.4, 0.98, 1.0),
+                _point(1.5, 0.5, 1.0, 0.93),
+            ]
+        },
+        "3": {
+            "points": [
+                _point(1, 1.0, 1.0, 0.7),
+                _point(1, 0.5, 0.99, 0.92),
+                _point(1, 0.4, 0.96, 1.0),
+                _point(1.5, 0.5, 1.0, 0.91),
+            ]
+        },
+    }
+    choice = quality.choose_default(sweeps)
+    # eta 1 fails detail, eta 0.4 fails 3x structure; theta 1.5 has the best worst-case lower bound
+    assert (choice["theta"], choice["eta"]) == (1.5, 0.5)
+    assert set(choice["factors"]) == {"2", "3"} and choice["factors"]["3"]["detail"] == 0.91
+    sweeps["3"]["points"][3] = _point(1.5, 0.5, 0.9, 0.91)
+    assert (quality.choose_default(sweeps)["theta"], quality.choose_default(sweeps)["eta"]) == (1, 0.5)
+    assert quality.choose_default({"2": {"points": [_point(1, 1.0, 1.0, 0.5)]}}) is None
+    assert "no swept point" in quality.format_default(None)
+
+
+def test_choose_default_prefers_detail_closest_to_the_data() -> None:
+    sweeps = {
+        "2": {"points": [_point(2, 0.5, 1.0, 0.93), _point(2.5, 0.5, 1.0, 1.0)]},
+        "3": {"points": [_point(2, 0.5, 1.0, 1.10), _point(2.5, 0.5, 1.0, 1.43)]},
+    }
+    choice = quality.choose_default(sweeps)
+    assert (choice["theta"], choice["eta"]) == (2, 0.5)  # max |ln detail| 0.095 against 0.358
+
+
+def test_demo_presets() -> None:
+    assert pipeline.Settings().theta == pipeline.MEASURED["theta"] == 2.0
+    assert pipeline.Settings().eta == pipeline.MEASURED["eta"] == 0.5
+    assert pipeline.PRESETS["paper"] == {"theta": 1.0, "eta": 1.0}
 
 
 @pytest.mark.slow

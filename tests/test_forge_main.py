@@ -13,6 +13,7 @@ import torch
 from _forge_support import FORGE_MAIN, TinyNet, expected_guided, host_on_path, make_p
 
 from lib_upsample_guidance.adapters import forge
+from lib_upsample_guidance.comfy_family import postcfg
 from lib_upsample_guidance.webui.settings import UGSettings
 
 ON = UGSettings(enabled=True, guidance_scale=0.8, eta=1.0, base_resolution=64)
@@ -251,7 +252,7 @@ def test_failure_finishes_unguided_with_one_warning(fm, capsys, monkeypatch):
         raise RuntimeError("CUDA out of memory (simulated)")
 
     # the low-res call fails on the first guided step (as an out-of-memory error would)
-    monkeypatch.setattr(forge, "_host_calc_cond_uncond_batch", lambda model: broken)
+    monkeypatch.setattr(postcfg, "_host_calc_cond_uncond_batch", lambda model: broken)
     guided = _euler(fm, patched, x, sigmas, cond, uncond, 5.0)
     torch.testing.assert_close(guided, plain, rtol=0, atol=0)
     out = capsys.readouterr().out
@@ -328,16 +329,27 @@ def test_matches_on_cuda(fm, kind):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def _rescaled_cfg(args):
-    """A CFG-rescale-like custom CFG function (std matching, phi 0.7): returns x - result, as Forge expects."""
-    cond, uncond, s = args["cond"], args["uncond"], args["cond_scale"]
-    eps_cfg = uncond + s * (cond - uncond)
-    ratio = cond.std(dim=(1, 2, 3), keepdim=True) / eps_cfg.std(dim=(1, 2, 3), keepdim=True)
-    return 0.7 * eps_cfg * ratio + 0.3 * eps_cfg
+class RescaleCFG:
+    """Shaped like the RescaleCFG node (reForge-RescaleCFG / ldm_patched nodes_model_advanced): patch() defines
+    `rescale_cfg` inside, so its __qualname__ is the one the adapter knows as stateless."""
+
+    def patch(self, phi=0.7):
+        def rescale_cfg(args):
+            """CFG-rescale-like (std matching, phi 0.7): returns x - result, as Forge expects."""
+            cond, uncond, s = args["cond"], args["uncond"], args["cond_scale"]
+            eps_cfg = uncond + s * (cond - uncond)
+            ratio = cond.std(dim=(1, 2, 3), keepdim=True) / eps_cfg.std(dim=(1, 2, 3), keepdim=True)
+            return phi * eps_cfg * ratio + (1 - phi) * eps_cfg
+
+        return rescale_cfg
+
+
+_rescaled_cfg = RescaleCFG().patch()
 
 
 def test_custom_cfg_function_is_mirrored(fm):
-    """With a sampler_cfg_function (DynamicThresholding, CFG rescale) the low-res rows get the same function."""
+    """With a stateless sampler_cfg_function (DynamicThresholding, CFG rescale) the low-res rows get the same
+    function."""
     torch.manual_seed(10)
     unet = _unet(fm, fm.kp.Prediction())
     unet.set_model_sampler_cfg_function(_rescaled_cfg)

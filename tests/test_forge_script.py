@@ -245,12 +245,12 @@ def test_forge_script_guard_stop_is_told_in_the_infotext(forge_host, monkeypatch
     c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
     _step(fh, patched, x, torch.full((1,), 14.0), c, u, 5.0)  # step 1 guided
     _step(fh, patched, x, torch.full((1,), 7.0), c, u, 5.0)  # step 2 guided
-    forge = sys.modules["lib_upsample_guidance.adapters.forge"]
+    postcfg = sys.modules["lib_upsample_guidance.comfy_family.postcfg"]  # the post-CFG code Forge runs
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated")
 
-    monkeypatch.setattr(forge, "guided_denoised", broken)
+    monkeypatch.setattr(postcfg, "guided_denoised", broken)
     _step(fh, patched, x, torch.full((1,), 3.0), c, u, 5.0)  # step 3 fails: guidance off
     fh.runner.postprocess_batch(p, x, batch_number=0)
     assert p.extra_generation_params["UG stopped"] == "step 3"
@@ -271,3 +271,32 @@ def test_forge_script_wrong_forecast_removes_the_keys(forge_host, monkeypatch):
     _step(fh, p.sd_model.forge_objects.unet, x, torch.full((1,), 0.5), c, u, 5.0)  # not a guided level
     fh.runner.postprocess_batch(p, x, batch_number=0)
     assert not any(k.startswith("UG ") for k in p.extra_generation_params)
+
+
+def test_script_refiner_switch_and_per_batch_infotext(forge_host):
+    """The script registers the Forge CFG-denoiser callback: a model swapped in mid-pass (the refiner) is
+    patched when the host fires the callback. process_batch drops the UG keys of an earlier batch: a batch in
+    which guidance changes no step carries none."""
+    fh = forge_host
+    p, _ = _p(fh, [True, 1.0, 0.6, "64"])
+    x = torch.randn(1, 4, 16, 16)
+    fh.runner.process(p)
+    fh.runner.process_batch(p, batch_number=0, prompts=["a"], seeds=[1], subseeds=[1])
+    fh.runner.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
+    c, u = torch.randn(1, 7, 8), torch.randn(1, 7, 8)
+    _step(fh, p.sd_model.forge_objects.unet, x, torch.full((1,), 3.0), c, u, 5.0)
+    assert p.extra_generation_params.get("UG scale") == "1"
+    refiner = fh.UnetPatcher.from_model(TinyNet(seed=5), k_predictor=fh.kp.Prediction())
+    p.sd_model.forge_objects.unet = refiner
+    fh.host.callbacks.cfg_denoiser_callback(SimpleNamespace(denoiser=SimpleNamespace(p=p)))
+    patched = p.sd_model.forge_objects.unet
+    assert patched is not refiner and patched.model is refiner.model
+    den = _step(fh, refiner, x, torch.full((1,), 3.0), c, u, 5.0)
+    assert not torch.allclose(_step(fh, patched, x, torch.full((1,), 3.0), c, u, 5.0), den)
+    # next batch: the keys are dropped, and written again once guidance changes a step of this batch
+    fh.runner.process_batch(p, batch_number=1, prompts=["a"], seeds=[2], subseeds=[2])
+    assert not any(k.startswith("UG ") for k in p.extra_generation_params)
+    _step(fh, patched, x, torch.full((1,), 0.05), c, u, 5.0)  # outside the guided range: still no keys
+    assert not any(k.startswith("UG ") for k in p.extra_generation_params)
+    _step(fh, patched, x, torch.full((1,), 3.0), c, u, 5.0)
+    assert p.extra_generation_params.get("UG scale") == "1"

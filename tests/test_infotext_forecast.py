@@ -140,7 +140,6 @@ def _fail_low_res_call(monkeypatch, call_number):
     "sampler,call,step",
     [
         ("Euler", 3, 3),  # one model call per step
-        ("Euler", 1, 1),
         ("Heun", 3, 2),  # two calls per step: the 3rd call is step 2's first
         ("Heun", 4, 3),  # step 2's second call is made at step 3's noise level: read as step 3
         ("DDIM", 2, 2),
@@ -158,11 +157,12 @@ def test_guard_stop_mid_way_names_the_first_unguided_step(host, monkeypatch, cap
     assert len(out) == 1 and "simulated" in out[0]
 
 
-def test_guard_stop_in_first_batch_later_batches_say_step_1(host, monkeypatch):
+def test_guard_stop_in_first_batch_later_batches_carry_no_keys(host, monkeypatch):
     ug = [True, 1.0, 1.0, "64", "auto", True]
     _fail_low_res_call(monkeypatch, 3)
     _, on, _ = run(host, ug, sampler_name="Euler", n_iter=3)
-    assert [keys(t).get("UG stopped") for t in on.infotexts] == ["step 3", "step 1", "step 1"]
+    assert keys(on.infotexts[0])["UG stopped"] == "step 3"
+    assert [keys(t) for t in on.infotexts[1:]] == [{}, {}]  # not guided at all: no keys
     _, off, _ = run(host, [False], sampler_name="Euler", n_iter=3)
     assert torch.equal(on.images[1], off.images[1]) and torch.equal(on.images[2], off.images[2])
     assert not torch.equal(on.images[0], off.images[0])  # steps 1-2 of the first batch were guided
@@ -236,3 +236,11 @@ def test_stopped_value_format():
     assert infotext.stopped_value(7, hires=False) == "step 7"
     assert infotext.stopped_value(3, hires=True) == "hires step 3"
     assert infotext.stopped_value(None, hires=False, level=3.2123) == "at noise level 3.212"
+
+
+def test_guard_stop_at_the_first_guided_call_leaves_no_keys(host, monkeypatch):
+    _fail_low_res_call(monkeypatch, 1)
+    _, on, params_txt = run(host, [True, 1.0, 1.0, "64", "auto", True], sampler_name="Euler")
+    _, off, _ = run(host, [False], sampler_name="Euler")
+    assert same(on, off) and keys(on.infotexts[0]) == {}
+    assert keys(params_txt)  # written before sampling, when nothing had failed

@@ -36,11 +36,14 @@ from modules import prompt_parser, script_callbacks, shared
 from ..core.conventions import DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import MODEL_FAMILIES, LowResPlan, plan_low_res
 from ..core.step import LowResQuery, prepare_low_res_query
+from ..core.v_prediction import eps_at_fractional_t
 from ..webui import forecast as _forecast
 from ..webui import infotext
 from ..webui import settings as _settings
+from ..webui.conditioning import size_vector_lowerer
 from ..webui.generation import GuardState, UnsupportedInput, describe
 from ..webui.settings import DEFAULT_FAMILY_BASES, WARNING_PREFIX, UGSettings
+from . import a1111_extensions
 
 __all__ = [
     "STATE_ATTR",
@@ -146,7 +149,7 @@ def on_cfg_denoiser(params: Any) -> None:
         inner = params.denoiser.inner_model
         setattr(inner, PENDING_ATTR, _Pending(params, state))
     except Exception as exc:  # never lose the user's image
-        state.turn_off(describe(exc), level=getattr(params, "sigma", None), hires=_hires(p))
+        state.turn_off(describe(exc), p, level=getattr(params, "sigma", None), hires=_hires(p))
 
 
 def on_cfg_denoised(params: Any) -> None:
@@ -171,7 +174,7 @@ def on_cfg_denoised(params: Any) -> None:
             _write_infotext(pending.params.denoiser.p, state)
     except Exception as exc:  # never lose the user's image: x_out is untouched until the copy above
         p = getattr(pending.params.denoiser, "p", None)
-        state.turn_off(describe(exc), level=getattr(pending.params, "sigma", None), hires=_hires(p))
+        state.turn_off(describe(exc), p, level=getattr(pending.params, "sigma", None), hires=_hires(p))
 
 
 def _hires(p: Any) -> bool:
@@ -247,6 +250,11 @@ def _sampler_kind(denoiser: Any) -> str:
     kdiff_cls = _host_class("modules.sd_samplers_kdiffusion", "CFGDenoiserKDiffusion")
     if kdiff_cls is not None and isinstance(denoiser, kdiff_cls):
         return "kdiffusion"
+    # LCM (sd_samplers_lcm.CFGDenoiserLCM): a CFGDenoiser over LCMCompVisDenoiser, which takes sigma and returns
+    # the consistency function's x0 estimate (c_skip * x + c_out * x0, c_skip ~ 0 except at the last sigmas)
+    lcm_cls = _host_class("modules.sd_samplers_lcm", "CFGDenoiserLCM")
+    if lcm_cls is not None and isinstance(denoiser, lcm_cls):
+        return "kdiffusion"
     raise UnsupportedInput(f"unsupported sampler wrapper {type(denoiser).__name__}")
 
 
@@ -311,6 +319,13 @@ def _first_cond_rows(denoiser: Any, n_images: int) -> list[int]:
         if len(conds_list) == n_images:
             return [int(c[0][0]) for c in conds_list]
     raise UnsupportedInput("cannot locate the cond rows of each image")
+
+
+def _lower_vector(text: Any, lower: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A dict conditioning (SDXL: crossattn + vector) with its vector lowered; other conditionings as is."""
+    if isinstance(text, dict) and isinstance(text.get("vector"), torch.Tensor):
+        return {**text, "vector": lower(text["vector"])}
+    return text
 
 
 def _make_condition_dict(sd_model: Any, text: Any) -> Callable[[Any, torch.Tensor], dict]:
@@ -403,6 +418,17 @@ def guided_outputs(
         level = level.to(sigma_in.dtype)
     image_low = _low_image_cond(image_cond_in[:n_eval], x_in, query)
 
+    # SDXL family: the low-res rows get the size conditioning of a generation at the low-res size
+    if isinstance(text_cond, dict) or isinstance(text_uncond, dict):
+        lower = size_vector_lowerer(
+            getattr(denoiser, "p", None),
+            state,
+            latent_size=plan.target_size,
+            low_latent_size=plan.low_size,
+            latent_factor=MODEL_FAMILIES[family_key].latent_factor,
+        )
+        text_cond, text_uncond = _lower_vector(text_cond, lower), _lower_vector(text_uncond, lower)
+
     if not skipped and _tokens(text_cond) != _tokens(text_uncond):
         opts = shared.opts
         if getattr(opts, "pad_cond_uncond_v0", False) and hasattr(denoiser, "pad_cond_uncond_v0"):
@@ -424,13 +450,18 @@ def guided_outputs(
 
     chunk = n_images if not getattr(shared.opts, "batch_cond_uncond", True) else None
     pieces = []
-    for text, a, b in groups:
-        step = chunk or (b - a)
-        for s in range(a, b, step):
-            e = min(s + step, b)
-            cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
-            pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond))
+    # beside other extensions: ControlNet hints at the low-res size, Deep Shrink out; refuses (raises) the rest
+    with a1111_extensions.low_res_call(denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:]):
+        for text, a, b in groups:
+            step = chunk or (b - a)
+            for s in range(a, b, step):
+                e = min(s + step, b)
+                cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
+                pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond))
     pred_low = torch.cat(pieces)
+    if isinstance(convention, DiscreteVP) and getattr(sd_model, "parameterization", "eps") == "v":
+        # CompVisTimestepsVDenoiser converted v -> eps at int(tau): redo it at the query's fractional tau
+        pred_low = eps_at_fractional_t(pred_low, query.x, level, sd_model.alphas_cumprod, convention.table)
 
     guided_rows = query.apply(x_out[:n_eval], pred_low)
     result = x_out.clone()

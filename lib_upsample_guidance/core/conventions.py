@@ -34,15 +34,26 @@ __all__ = [
     "DiscreteVP",
     "RectifiedFlow",
     "DiscreteSigmaTable",
+    "as_level",
     "rows",
 ]
 
 OUTPUTS = ("x0", "eps")
 
 
+def as_level(level: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """A noise level (sigma, t or tau) as a tensor on x's device. A tensor keeps its dtype; a Python number
+    (or sequence) takes x's floating dtype, at least float32 (a float64 x gets a float64 sigma: 2.5 stays exactly
+    2.5, not float32's 2.5 +- 1e-7 relative, which would reach the low-res query)."""
+    if isinstance(level, torch.Tensor):
+        return level.to(x.device)
+    dtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float32
+    return torch.as_tensor(level, dtype=dtype, device=x.device)
+
+
 def rows(level: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Reshape a per-row level (shape [] or [B]) to broadcast over `ref` ([B, ...])."""
-    level = torch.as_tensor(level, device=ref.device)
+    level = as_level(level, ref)
     if level.ndim == 0:
         return level
     return level.reshape(level.shape[0], *([1] * (ref.ndim - 1)))
@@ -130,11 +141,11 @@ class KarrasSigma(NoiseConvention):
         return cls(lambda sigma: table.sigma_to_t(sigma) / last, output=output)
 
     def low_res_query(self, x, level, resampler):
-        sigma = torch.as_tensor(level, device=x.device)
+        sigma = as_level(level, x)
         return resampler.down(x), sigma / math.sqrt(resampler.k)
 
     def normalised_time(self, level):
-        sigma = torch.as_tensor(level)
+        sigma = level if isinstance(level, torch.Tensor) else torch.as_tensor(level, dtype=torch.float64)
         if self.sigma_to_t is None:
             return torch.ones_like(sigma, dtype=torch.float64)
         return torch.as_tensor(self.sigma_to_t(sigma), dtype=torch.float64)
@@ -152,7 +163,7 @@ class DiscreteVP(NoiseConvention):
         self.output = _check_output(output)
 
     def low_res_query(self, x, level, resampler):
-        t = torch.as_tensor(level, device=x.device)
+        t = as_level(level, x)
         k = resampler.k
         sigma = self.table.t_to_sigma(t)  # b / a
         a2 = 1.0 / (1.0 + sigma**2)
@@ -177,7 +188,7 @@ class RectifiedFlow(NoiseConvention):
         self.output = _check_output(output)
 
     def low_res_query(self, x, level, resampler):
-        t = torch.as_tensor(level, device=x.device)
+        t = as_level(level, x)
         r = math.sqrt(resampler.k)
         scale = 1.0 / (1.0 - t + t / r)
         t_low = t / (r * (1.0 - t) + t)

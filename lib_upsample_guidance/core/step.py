@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .conventions import NoiseConvention
+from .conventions import NoiseConvention, as_level
 from .guidance import guided
 from .planner import LowResPlan
 from .resample import Resampler
@@ -71,7 +71,7 @@ def prepare_low_res_query(
             f"upsample guidance: the input has shape {tuple(x.shape)}, but the plan is for a target of "
             f"{plan.target_size}"
         )
-    level = torch.as_tensor(level, device=x.device)
+    level = as_level(level, x)
     if level.ndim == 0:
         level = level.expand(x.shape[0])
     elif level.ndim != 1 or level.shape[0] not in (1, x.shape[0]):

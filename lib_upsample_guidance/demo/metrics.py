@@ -81,6 +81,7 @@ def summarise(
     out: dict[str, float] = {
         "n": n,
         "structure_rate": sum(c == 1 for c in counts) / n,
+        "structure_interval": wilson_interval(sum(c == 1 for c in counts), n),
         "duplicate_rate": sum(c >= 2 for c in counts) / n,
         "empty_rate": sum(c == 0 for c in counts) / n,
         "mean_objects": sum(counts) / n,
@@ -93,3 +94,15 @@ def summarise(
     if reference is not None:
         out["swd_to_base"] = sliced_wasserstein(down_to(images, base), reference)
     return out
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate successes / n (z = 1.96): centre (p + z^2/2n) / (1 + z^2/n),
+    half-width z sqrt(p (1 - p) / n + z^2 / 4n^2) / (1 + z^2/n). Stays inside [0, 1], unlike p +- z sqrt(p(1-p)/n)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))

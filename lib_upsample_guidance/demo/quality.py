@@ -5,13 +5,15 @@ Per factor and method (see :mod:`.pipeline`): structure rate (exactly one object
 scale against the base-size samples' (sqrt of the area-fraction ratio), sliced Wasserstein distance between
 the outputs brought down to the base size and base-size samples from independent noise, wall time per image
 and model cost relative to plain sampling (network pixels evaluated). Then a sweep of eta (guided fraction
-of the time axis) and theta (guidance scale) at 2x, saved as a plot.
+of the time axis) and theta (guidance scale) at 2x and 3x (n per point, 95% Wilson intervals), saved as plots,
+and the sweep point it recommends as the demo's default (see :func:`choose_default`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,8 +21,12 @@ from pathlib import Path
 METHODS = ("base", "plain", "ug", "hires", "ug_hires", "ug_matched")
 HIRES_DENOISE = (0.3, 0.5, 0.7)
 FACTORS = (1.5, 2.0, 3.0)
-SWEEP_ETAS = (0.2, 0.4, 0.6, 0.8, 1.0)
-SWEEP_THETAS = (0.5, 1.0, 1.5)
+SWEEP_FACTORS = (2.0, 3.0)
+SWEEP_ETAS = (0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
+SWEEP_THETAS = (1.0, 1.5, 2.0, 2.5)
+# What a default must keep at every swept factor (issue 9): single objects and detail relative to the data.
+DEFAULT_MIN_STRUCTURE = 0.97
+DEFAULT_MIN_DETAIL = 0.9
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +39,18 @@ def _parser() -> argparse.ArgumentParser:
         "--denoise", type=float, default=0.5, help="hires-fix-style denoise strength (default 0.5)"
     )
     ap.add_argument("--factors", default="1.5,2,3", help="comma-separated target/base factors")
-    ap.add_argument("--sweep-n", type=int, default=32, help="images per eta/theta point; 0 skips the sweep")
+    ap.add_argument(
+        "--sweep-n", type=int, default=128, help="images per eta/theta point and factor; 0 skips the sweep"
+    )
+    ap.add_argument("--sweep-factors", default="2,3", help="comma-separated factors of the eta/theta sweep")
+    ap.add_argument(
+        "--sweep-thetas",
+        default=",".join(f"{t:g}" for t in SWEEP_THETAS),
+        help="guidance scales of the sweep",
+    )
+    ap.add_argument(
+        "--sweep-etas", default=",".join(f"{e:g}" for e in SWEEP_ETAS), help="guided fractions of the sweep"
+    )
     ap.add_argument(
         "--out",
         type=Path,
@@ -51,6 +68,21 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _numbers(text: str, low: float, high: float, *, open_low: bool = False) -> tuple[float, ...]:
+    """Comma-separated numbers in [low, high] ((low, high] with open_low); () when malformed."""
+    try:
+        values = tuple(float(f) for f in text.split(","))
+    except ValueError:
+        return ()
+    ok = all((v > low if open_low else v >= low) and v <= high for v in values)
+    return values if ok else ()
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    """Comma-separated factors in (1, 8]; () when malformed."""
+    return _numbers(text, 1.0, 8.0, open_low=True)
+
+
 def _log(quiet: bool, msg: str) -> None:
     if not quiet:
         print(msg, file=sys.stderr, flush=True)
@@ -59,16 +91,27 @@ def _log(quiet: bool, msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the quality bench; returns the exit status (0 ok, 2 bad input or missing dependency)."""
     args = _parser().parse_args(argv)
-    try:
-        factors = tuple(float(f) for f in args.factors.split(","))
-    except ValueError:
-        factors = ()
-    if not factors or any(not (1.0 < f <= 8.0) for f in factors):
+    factors = _factors(args.factors)
+    sweep_factors = _factors(args.sweep_factors)
+    args.thetas = _numbers(args.sweep_thetas, 0.0, 10.0)
+    args.etas = _numbers(args.sweep_etas, 0.0, 1.0)
+    if not args.thetas or not args.etas:
         print(
-            f"[Upsample guidance] bench quality: --factors must be numbers in (1, 8], got {args.factors!r}",
+            "[Upsample guidance] bench quality: --sweep-thetas must be numbers in [0, 10] and --sweep-etas "
+            f"numbers in [0, 1], got {args.sweep_thetas!r} and {args.sweep_etas!r}",
             file=sys.stderr,
         )
         return 2
+    for flag, text, parsed in (
+        ("--factors", args.factors, factors),
+        ("--sweep-factors", args.sweep_factors, sweep_factors),
+    ):
+        if not parsed:
+            print(
+                f"[Upsample guidance] bench quality: {flag} must be numbers in (1, 8], got {text!r}",
+                file=sys.stderr,
+            )
+            return 2
     if not (2 <= args.n <= 1024) or not (0 <= args.sweep_n <= 1024) or not (2 <= args.steps <= 200):
         print(
             "[Upsample guidance] bench quality: need 2 <= --n <= 1024, 0 <= --sweep-n <= 1024, "
@@ -90,13 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
     try:
-        return _run(args, factors, model, meta)
+        return _run(args, factors, sweep_factors, model, meta)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict[str, str]) -> int:
-    from .images import image_grid, line_plot
+def _run(
+    args: argparse.Namespace,
+    factors: tuple[float, ...],
+    sweep_factors: tuple[float, ...],
+    model,
+    meta: dict[str, str],
+) -> int:
+    from .images import image_grid
     from .metrics import data_detail, summarise
     from .pipeline import LABELS, Settings, initial_noise, matched_steps, run_method, target_size
     from .wrapper import ModelDenoiser
@@ -176,24 +225,12 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
         results["factors"][f"{size / base:g}"] = {"target_size": size, "resampler": kind, "methods": per}
         if hires_sweep:
             results["factors"][f"{size / base:g}"]["hires_denoise_sweep"] = hires_sweep
-    sweep = None
+    sweeps: dict = {}
     if args.sweep_n:
-        size = target_size(base, 2.0)
-        eps = initial_noise(args.sweep_n, size, args.seed + 1)
-        sweep = {"factor": size / base, "n": args.sweep_n, "points": []}
-        plain = run_method("plain", den, eps, s0)
-        detail_ref = data_detail(size)
-        plain_m = summarise(plain.images, base=base, detail_ref=detail_ref)
-        for theta in SWEEP_THETAS:
-            for eta in SWEEP_ETAS:
-                _log(args.quiet, f"sweep 2x: theta {theta:g}, eta {eta:g}")
-                s = Settings(base=base, steps=args.steps, theta=theta, eta=eta, denoise=args.denoise)
-                res = run_method("ug", den, eps, s)
-                m = summarise(res.images, base=base, area_ref=area_ref, detail_ref=detail_ref)
-                sweep["points"].append({"theta": theta, "eta": eta, **m})
-        sweep["plain_structure_rate"] = plain_m["structure_rate"]
-        sweep["plain_detail"] = plain_m["detail"]
-        results["sweep"] = sweep
+        for factor in sweep_factors:
+            sweeps[f"{factor:g}"] = _sweep(args, den, base, factor, area_ref, s0)
+        results["sweeps"] = sweeps
+        results["recommended_default"] = choose_default(sweeps)
     results["total_seconds"] = time.time() - t_start
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(results, indent=1))
@@ -205,34 +242,127 @@ def _run(args: argparse.Namespace, factors: tuple[float, ...], model, meta: dict
             label_width=150,
             title="bench quality: first 8 images per method at 2x (same noise per column)",
         )
-    if sweep:
-        for key, fname, ylabel, ylim in (
-            ("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
-            ("detail", "eta_theta_detail.png", "detail vs data", None),
-        ):
-            series = {}
-            for theta in SWEEP_THETAS:
-                pts = [p for p in sweep["points"] if p["theta"] == theta]
-                series[f"theta {theta:g}"] = (
-                    [0.0] + [p["eta"] for p in pts],
-                    [sweep[f"plain_{key}"]] + [p[key] for p in pts],
-                )
-            line_plot(
-                series,
-                args.out / fname,
-                ylim=ylim,
-                xlabel="eta (guided fraction of the time axis)",
-                ylabel=ylabel,
-                title=f"2x ({size}px), n={args.sweep_n}: {ylabel} vs eta and theta (eta 0 = plain sampling)",
-            )
+    if sweeps:
+        write_sweep_plots(sweeps, args.out)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
         print(format_table(results))
-        if sweep:
+        for sweep in sweeps.values():
             print(format_sweep(sweep))
+        if sweeps:
+            print(format_default(results["recommended_default"]))
         print(f"wrote {args.out / 'quality.json'} ({results['total_seconds']:.0f} s in all)")
     return 0
+
+
+def _sweep(args: argparse.Namespace, den, base: int, factor: float, area_ref: float, s0) -> dict:
+    """Structure rate (with its 95% interval) and detail of guided sampling per (theta, eta) at one factor,
+    all points from the same noise; eta 0 is plain sampling."""
+    from .metrics import data_detail, summarise
+    from .pipeline import Settings, initial_noise, run_method, target_size
+
+    size = target_size(base, factor)
+    eps = initial_noise(args.sweep_n, size, args.seed + 1)
+    sweep: dict = {"factor": size / base, "target_size": size, "n": args.sweep_n, "points": []}
+    detail_ref = data_detail(size)
+    plain_m = summarise(run_method("plain", den, eps, s0).images, base=base, detail_ref=detail_ref)
+    for theta in args.thetas:
+        for eta in args.etas:
+            _log(args.quiet, f"sweep {size / base:g}x: theta {theta:g}, eta {eta:g}")
+            s = Settings(base=base, steps=args.steps, theta=theta, eta=eta, denoise=args.denoise)
+            res = run_method("ug", den, eps, s)
+            m = summarise(res.images, base=base, area_ref=area_ref, detail_ref=detail_ref)
+            sweep["points"].append({"theta": theta, "eta": eta, **m})
+    sweep["plain_structure_rate"] = plain_m["structure_rate"]
+    sweep["plain_structure_interval"] = plain_m["structure_interval"]
+    sweep["plain_detail"] = plain_m["detail"]
+    return sweep
+
+
+def write_sweep_plots(sweeps: dict, out: Path) -> None:
+    """eta_theta_sweep.png (one-object rate) and eta_theta_detail.png (detail vs data) in `out`: one line per
+    (factor, theta) over eta, eta 0 being plain sampling."""
+    from .images import line_plot
+
+    n = max(sweep["n"] for sweep in sweeps.values())
+    for key, fname, ylabel, ylim in (
+        ("structure_rate", "eta_theta_sweep.png", "one-object rate", (0.0, 1.0)),
+        ("detail", "eta_theta_detail.png", "detail vs data", None),
+    ):
+        series = {}
+        for fkey, sweep in sweeps.items():
+            for theta in sorted({p["theta"] for p in sweep["points"]}):
+                pts = sorted((p for p in sweep["points"] if p["theta"] == theta), key=lambda p: p["eta"])
+                series[f"{fkey}x theta {theta:g}"] = (
+                    [0.0] + [p["eta"] for p in pts],
+                    [sweep[f"plain_{key}"]] + [p[key] for p in pts],
+                )
+        line_plot(
+            series,
+            out / fname,
+            ylim=ylim,
+            xlabel="eta (guided fraction of the time axis)",
+            ylabel=ylabel,
+            title=f"n={n} per point: {ylabel} vs eta and theta (eta 0 = plain sampling)",
+        )
+
+
+def choose_default(
+    sweeps: dict, min_structure: float = DEFAULT_MIN_STRUCTURE, min_detail: float = DEFAULT_MIN_DETAIL
+) -> dict | None:
+    """The (theta, eta) that keeps >= min_structure single objects and detail >= min_detail at every swept
+    factor; among those, the highest worst-case lower 95% bound of the structure rate, then the detail
+    closest to the data's at the worst factor (smallest max |ln detail|: 1.4 is as far from the data as
+    0.7). None when no point qualifies."""
+    by_point: dict = {}
+    for fkey, sweep in sweeps.items():
+        for p in sweep["points"]:
+            by_point.setdefault((p["theta"], p["eta"]), {})[fkey] = p
+    best = None
+    for (theta, eta), per in by_point.items():
+        if len(per) != len(sweeps):
+            continue
+        if any(p["structure_rate"] < min_structure or p["detail"] < min_detail for p in per.values()):
+            continue
+        key = (
+            min(p["structure_interval"][0] for p in per.values()),
+            -max(abs(math.log(p["detail"])) for p in per.values()),
+        )
+        if best is None or key > best[0]:
+            best = (key, theta, eta, per)
+    if best is None:
+        return None
+    _, theta, eta, per = best
+    return {
+        "theta": theta,
+        "eta": eta,
+        "factors": {
+            fkey: {
+                "structure_rate": p["structure_rate"],
+                "structure_interval": p["structure_interval"],
+                "detail": p["detail"],
+            }
+            for fkey, p in per.items()
+        },
+    }
+
+
+def format_default(choice: dict | None) -> str:
+    """One line per factor for the recommended default, or why there is none."""
+    if choice is None:
+        return (
+            f"no swept point keeps >= {DEFAULT_MIN_STRUCTURE:.0%} single objects with detail >= "
+            f"{DEFAULT_MIN_DETAIL:g} at every factor"
+        )
+    lines = [f"recommended default: theta {choice['theta']:g}, eta {choice['eta']:g}"]
+    for fkey, m in choice["factors"].items():
+        lo, hi = m["structure_interval"]
+        lines.append(
+            f"  {fkey}x: one object {m['structure_rate']:.1%} (95% interval {lo:.1%}-{hi:.1%}), "
+            f"detail {m['detail']:.2f}"
+        )
+    return "\n".join(lines)
 
 
 def format_table(results: dict) -> str:
@@ -264,23 +394,30 @@ def format_table(results: dict) -> str:
 
 
 def format_sweep(sweep: dict) -> str:
-    """Markdown table: structure rate / detail per (theta, eta)."""
+    """Markdown table at one factor: structure rate [95% interval] / detail per (theta, eta)."""
     etas = sorted({p["eta"] for p in sweep["points"]})
     thetas = sorted({p["theta"] for p in sweep["points"]})
     lines = [
+        f"{sweep['factor']:g}x ({sweep['target_size']} px), n = {sweep['n']} per point: "
+        "one object [95% interval] / detail",
+        "",
         "| theta \\ eta | 0 (plain) | " + " | ".join(f"{e:g}" for e in etas) + " |",
         "|---" * (len(etas) + 2) + "|",
     ]
     for th in thetas:
+        points = {p["eta"]: p for p in sweep["points"] if p["theta"] == th}
         row = [
-            f"{p['structure_rate']:.0%} / {p['detail']:.2f}"
+            f"{_rate(points[e]['structure_rate'], points[e]['structure_interval'])} / {points[e]['detail']:.2f}"
+            if e in points
+            else "—"
             for e in etas
-            for p in sweep["points"]
-            if p["theta"] == th and p["eta"] == e
         ]
         lines.append(
-            f"| {th:g} | {sweep['plain_structure_rate']:.0%} / {sweep['plain_detail']:.2f} | "
-            + " | ".join(row)
-            + " |"
+            f"| {th:g} | {_rate(sweep['plain_structure_rate'], sweep['plain_structure_interval'])} / "
+            f"{sweep['plain_detail']:.2f} | " + " | ".join(row) + " |"
         )
     return "\n".join(lines)
+
+
+def _rate(rate: float, interval) -> str:
+    return f"{rate:.0%} [{interval[0]:.0%}-{interval[1]:.0%}]"

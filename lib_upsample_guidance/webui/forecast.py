@@ -18,8 +18,9 @@ and checked against what really happened in ``postprocess_batch`` (:func:`after_
 * After each batch: keys written but no step guided and no failure (a forecast that was wrong, e.g. a
   hires checkpoint of another family) -> the keys are removed; a step guided without keys (no forecast) ->
   the adapters already wrote them at the first guided step; the guard turned guidance off -> ``UG stopped``
-  names the first unguided step (webui/infotext.py). A later batch of the same generation (guidance stays
-  off) gets the keys and ``UG stopped: step 1``.
+  names the step from which the image was not guided (webui/infotext.py); a batch in which no step was
+  guided (stopped at its first guided call, or a later batch of the same generation: guidance stays off)
+  carries no keys, like any unguided image.
 
 Host modules are imported inside functions only.
 """
@@ -215,11 +216,10 @@ def before_batch(p: Any, state: GuardState | None, make_forecast: Callable[[], F
     if not isinstance(forecast, Forecast) or not forecast.guided:
         _set_keys(p, None)
         return
-    stopped = None
     if state.off:  # turned off in an earlier batch of this generation: no step of this batch is guided
-        first = forecast.first_guided()
-        stopped = infotext.stopped_value(1, hires=bool(first and first.hires))
-    _set_keys(p, forecast.params, stopped)
+        _set_keys(p, None)
+        return
+    _set_keys(p, forecast.params)
 
 
 def after_batch(p: Any, state: GuardState | None) -> None:
@@ -230,8 +230,9 @@ def after_batch(p: Any, state: GuardState | None) -> None:
     extra = getattr(p, "extra_generation_params", None) or {}
     written = {k: extra[k] for k in infotext.KEYS if k in extra}
     if state.stopped_in_batch:
-        if not written:
-            return  # nothing was guided and no keys were forecast: the image says "not guided"
+        if not written or not state.ran:
+            _set_keys(p, None)  # no step of this batch was guided: its images carry no keys
+            return
         levels = forecast.levels(state.stop_hires) if forecast is not None else None
         if forecast is not None and state.stop_level is None:
             step = 1  # stopped before the pass's first call (e.g. while patching)
@@ -241,5 +242,5 @@ def after_batch(p: Any, state: GuardState | None) -> None:
         _set_keys(p, written, value)
     elif state.off:
         return  # keys and "UG stopped: step 1" were written by before_batch
-    elif written and not state.batch_ran:
+    elif written and not state.ran:
         _set_keys(p, None)  # forecast guided, but no step was: the images carry no keys

@@ -22,8 +22,8 @@ The presence of any key means guidance was on, so pasting text without them turn
 The keys are written before sampling (webui/forecast.py), so that params.txt — what "paste last generation"
 reads — carries them too. ``UG stopped`` is added to an image's infotext only when the guard turned guidance
 off during that image's generation (webui/generation.py): the value names the step, counted from 1 in the
-pass's own schedule, at whose noise level the failing model call was made (``step 1``: no step of the image
-was guided; the hires. fix pass is named ``hires step N``); the steps before it were guided. (Samplers
+pass's own schedule, at whose noise level the failing model call was made (the hires. fix pass is named
+``hires step N``); the steps before it were guided. An image with no guided step carries no UG keys at all. (Samplers
 that call the model twice per step, such as Heun, make a step's second call at the next step's noise
 level: a failure there reads as the next step.) When the step cannot be told, the value
 is the noise level of the failing call (``at noise level 3.21``). Pasting such text restores the settings

@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 SCRIPT = REPO / "scripts" / "upsample_guidance.py"
 XYZ = HERE / "scripts" / "xyz_grid.py"
-_HOST_MODULES = ("modules", "k_diffusion", "tiny_sd", "backend", "ldm_patched", "modules_forge")
+_HOST_MODULES = ("modules", "k_diffusion", "tiny_sd", "sgm_conditioner", "backend", "ldm_patched", "modules_forge")
 _BOUND = ("lib_upsample_guidance.adapters.a1111", "upsample_guidance.py", "xyz_grid.py")
 
 

@@ -85,10 +85,19 @@ class DiffusionWrapper(torch.nn.Module):
         self.conditioning_key = conditioning_key
 
 
-class TinySDModel(torch.nn.Module):
-    """kind: "sd1" | "sd2" | "sdxl" | "sd3"; variant: "txt" | "inpaint" | "edit" | "unclip"."""
+def embed_pooled(text, dtype=torch.float32):
+    return torch.randn(1280, generator=_generator("pooled:" + text), dtype=torch.float64).to(dtype)
 
-    def __init__(self, kind="sd1", parameterization="eps", variant="txt", dtype=torch.float32, seed=1234):
+
+class TinySDModel(torch.nn.Module):
+    """kind: "sd1" | "sd2" | "sdxl" | "sd3"; variant: "txt" | "inpaint" | "edit" | "unclip".
+
+    sgm_vector: "base" | "refiner" (SDXL only): `vector` as the real conditioner builds it (sgm_conditioner:
+    pooled 1280 | size embeddings, 2816 / 2560 wide) from the batch's width / height; None: a 6-wide stand-in.
+    """
+
+    def __init__(self, kind="sd1", parameterization="eps", variant="txt", dtype=torch.float32, seed=1234,
+                 sgm_vector=None):
         super().__init__()
         self.kind = kind
         self.variant = variant
@@ -105,13 +114,30 @@ class TinySDModel(torch.nn.Module):
         self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, dim=0).to(torch.float32))
         extra = {"inpaint": 5, "edit": 4}.get(variant, 0)
         conditioning_key = {"inpaint": "hybrid", "edit": "hybrid", "unclip": "crossattn-adm"}.get(variant, "crossattn")
+        self.sgm_vector = sgm_vector
         vec_dim = VEC_DIM if self.is_sdxl else ADM_DIM if variant == "unclip" else 0
+        if sgm_vector is not None:
+            vec_dim = 2816 if sgm_vector == "base" else 2560
         self.model = DiffusionWrapper(TinyUNet(4 + extra, 4, vec_dim=vec_dim, seed=seed, dtype=dtype), conditioning_key)
         self.cond_stage_model_empty_prompt = embed_text("", dtype)[None]
         self.apply_model_calls = []
 
     def get_learned_conditioning(self, texts):
         crossattn = torch.stack([embed_text(t, self.dtype) for t in texts])
+        if self.is_sdxl and self.sgm_vector is not None:
+            import sgm_conditioner
+            from modules import shared
+
+            opts = shared.opts
+            negative = getattr(texts, "is_negative_prompt", False)
+            score = getattr(opts, "sdxl_refiner_low_aesthetic_score" if negative else "sdxl_refiner_high_aesthetic_score",
+                            2.5 if negative else 6.0)
+            vector = sgm_conditioner.conditioner_vector(
+                torch.stack([embed_pooled(t) for t in texts]),
+                height=getattr(texts, "height", None) or 1024, width=getattr(texts, "width", None) or 1024,
+                crop_top=getattr(opts, "sdxl_crop_top", 0), crop_left=getattr(opts, "sdxl_crop_left", 0),
+                refiner=self.sgm_vector == "refiner", aesthetic_score=score)
+            return {"crossattn": crossattn, "vector": vector.to(self.dtype)}
         if self.is_sdxl:
             return {"crossattn": crossattn, "vector": torch.stack([embed_vector(t, self.dtype) for t in texts])}
         return crossattn

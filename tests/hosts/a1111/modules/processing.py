@@ -66,8 +66,11 @@ class StableDiffusionProcessing:
         pass
 
     def setup_conds(self):
-        self.c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, self.prompts, self.steps)
-        self.uc = prompt_parser.get_learned_conditioning(self.sd_model, self.negative_prompts, self.steps)
+        prompts = prompt_parser.SdConditioning(self.prompts, width=self.width, height=self.height)
+        negatives = prompt_parser.SdConditioning(
+            self.negative_prompts, width=self.width, height=self.height, is_negative_prompt=True)
+        self.c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, prompts, self.steps)
+        self.uc = prompt_parser.get_learned_conditioning(self.sd_model, negatives, self.steps)
 
     def noise(self, h, w, seeds):
         return torch.stack([torch.randn(4, h, w, generator=torch.Generator().manual_seed(s), dtype=torch.float64).to(self.sd_model.dtype) for s in seeds])
@@ -117,7 +120,12 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         samples = torch.nn.functional.interpolate(samples, size=target, mode="nearest")
         self.sampler = sd_samplers.create_sampler(self.hr_sampler_name or self.sampler_name, self.sd_model)
         noise = self.noise(target[0], target[1], [s + 1000 for s in seeds])
-        self.hr_c, self.hr_uc = self.c, self.uc
+        # the hires conds carry the hires size (SDXL embeds it), as A1111's calculate_hr_conds does
+        prompts = prompt_parser.SdConditioning(self.prompts, width=self.hr_upscale_to_x, height=self.hr_upscale_to_y)
+        negatives = prompt_parser.SdConditioning(
+            self.negative_prompts, width=self.hr_upscale_to_x, height=self.hr_upscale_to_y, is_negative_prompt=True)
+        self.hr_c = prompt_parser.get_multicond_learned_conditioning(self.sd_model, prompts, self.steps)
+        self.hr_uc = prompt_parser.get_learned_conditioning(self.sd_model, negatives, self.steps)
         if self.scripts is not None:
             self.scripts.before_hr(self)
             self.scripts.process_before_every_sampling(p=self, x=samples, noise=noise, c=self.hr_c, uc=self.hr_uc)

@@ -17,6 +17,18 @@ re_AND = re.compile(r"\bAND\b")
 re_weight = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
 
 
+class SdConditioning(list):
+    """A list of prompts that also carries the generation's size and whether it is the negative prompt
+    (A1111 passes it to get_learned_conditioning; SDXL embeds the size)."""
+
+    def __init__(self, prompts, is_negative_prompt=False, width=None, height=None, copy_from=None):
+        super().__init__(prompts)
+        source = prompts if copy_from is None else copy_from
+        self.is_negative_prompt = is_negative_prompt or getattr(source, "is_negative_prompt", False)
+        self.width = width or getattr(source, "width", None)
+        self.height = height or getattr(source, "height", None)
+
+
 def get_multicond_prompt_list(prompts):
     res_indexes = []
     prompt_flat_list = []
@@ -34,7 +46,7 @@ def get_multicond_prompt_list(prompts):
 
 def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
     res_indexes, prompt_flat_list = get_multicond_prompt_list(prompts)
-    learned = [model.get_learned_conditioning([text]) for text in prompt_flat_list]
+    learned = [model.get_learned_conditioning(SdConditioning([text], copy_from=prompts)) for text in prompt_flat_list]
     res = []
     for indexes in res_indexes:
         res.append([ComposableScheduledPromptConditioning(_row(learned[i]), weight) for i, weight in indexes])
@@ -42,7 +54,7 @@ def get_multicond_learned_conditioning(model, prompts, steps, hires_steps=None, 
 
 
 def get_learned_conditioning(model, prompts, steps, hires_steps=None, use_old_scheduling=False):
-    return [_row(model.get_learned_conditioning([text])) for text in prompts]
+    return [_row(model.get_learned_conditioning(SdConditioning([text], copy_from=prompts))) for text in prompts]
 
 
 def _row(c):

@@ -37,7 +37,7 @@ class KDiffusionSampler(sd_samplers_common.Sampler):
     def __init__(self, funcname, sd_model, options=None):
         super().__init__(funcname)
         self.options = options or {}
-        self.func = getattr(k_diffusion.sampling, funcname)
+        self.func = funcname if callable(funcname) else getattr(k_diffusion.sampling, funcname)
         self.model_wrap_cfg = CFGDenoiserKDiffusion(self)
         self.model_wrap = self.model_wrap_cfg.inner_model
 

@@ -61,6 +61,14 @@ class Prediction(AbstractPrediction):
         lo, hi, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * self.log_sigmas[lo] + w * self.log_sigmas[hi]).exp()
 
+    def percent_to_sigma(self, percent):
+        # upstream 161-167: 0 -> a huge sigma, 1 -> 0, else sigma at (1 - percent) * 999
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return self.sigma(torch.tensor((1.0 - percent) * 999.0)).item()
+
 
 class PredictionFlux(AbstractPrediction):
     def __init__(self, shift=1.15, pseudo_timestep_range=1000):

@@ -38,3 +38,31 @@ class ModelPatcher:
 
     def set_model_sampler_post_cfg_function(self, post_cfg_function, disable_cfg1_optimization=False):
         self.model_options = set_model_options_post_cfg_function(self.model_options, post_cfg_function, disable_cfg1_optimization)
+
+    # transformer patches as upstream base.py 161-200: lists under transformer_options["patches"][name],
+    # replacements under transformer_options["patches_replace"][name][(block_name, number[, index])]
+    def set_model_patch(self, patch, name):
+        to = self.model_options["transformer_options"]
+        to.setdefault("patches", {})
+        to["patches"][name] = to["patches"].get(name, []) + [patch]
+
+    def set_model_patch_replace(self, patch, name, block_name, number, transformer_index=None):
+        to = self.model_options["transformer_options"]
+        replace = to.setdefault("patches_replace", {}).setdefault(name, {})
+        key = (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
+        replace[key] = patch
+
+    def set_model_attn1_replace(self, patch, block_name, number, transformer_index=None):
+        self.set_model_patch_replace(patch, "attn1", block_name, number, transformer_index)
+
+    def set_model_input_block_patch(self, patch):
+        self.set_model_patch(patch, "input_block_patch")
+
+    def set_model_input_block_patch_after_skip(self, patch):
+        self.set_model_patch(patch, "input_block_patch_after_skip")
+
+    def set_model_output_block_patch(self, patch):
+        self.set_model_patch(patch, "output_block_patch")
+
+    def add_sampler_pre_cfg_function(self, modifier):
+        self.model_options["sampler_pre_cfg_function"] = self.model_options.get("sampler_pre_cfg_function", []) + [modifier]

@@ -30,3 +30,14 @@ class UnetPatcher(ModelPatcher):
         n.extra_model_patchers_during_sampling = self.extra_model_patchers_during_sampling.copy()
         n.extra_concat_condition = self.extra_concat_condition
         return n
+
+    def add_patched_controlnet(self, cnet):
+        cnet.set_previous_controlnet(self.controlnet_linked_list)
+        self.controlnet_linked_list = cnet
+
+    def set_model_replace_all(self, patch, target="attn1"):
+        # upstream 173-178: the same replacement for every (block, number, transformer index)
+        for block_name in ("input", "middle", "output"):
+            for number in range(16):
+                for index in range(16):
+                    self.set_model_patch_replace(patch, target, block_name, number, index)

@@ -6,9 +6,15 @@
 #    model_options["disable_cfg1_optimization"]), the CFG combination with the AND-strength sum, and the
 #    post-CFG loop with upstream's args keys: denoised, cond, uncond, model, uncond_denoised, cond_denoised,
 #    sigma, model_options, input (no cond_scale).
-#  * sampling_function(self, denoiser_params, cond_scale, cond_composition): compiles A1111 conds and attaches
-#    an image_cond of x's size as model_conds['c_concat'].
-# Test code, simplified (no area/mask blending, no memory management, no ControlNet).
+#  * sampling_function(self, denoiser_params, cond_scale, cond_composition): compiles A1111 conds, attaches
+#    an image_cond of x's size as model_conds['c_concat'], runs model_options['conditioning_modifiers'] (each
+#    gets and returns model, x, timestep, uncond, cond, cond_scale, model_options, seed) and then
+#    sampling_function_inner with the cond_scale the caller passed (Forge's CFGDenoiser passes 1 on
+#    skip-early-CFG / NGMS steps, modules/sd_samplers_cfg_denoiser.py).
+# ControlNet as upstream (255-266): the first entry's 'control' (the patcher's linked list) gets the shared
+# transformer_options and is called as control.get_control(input_x, timestep, cond copy, n entries); its
+# result goes to apply_model as `control`.
+# Test code, simplified (no area/mask blending, no memory management).
 import math
 
 import torch
@@ -35,6 +41,13 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
     n = len(entries)
     x_cat = torch.cat([x_in] * n)
     t_cat = torch.cat([timestep] * n)
+    control = entries[0][0].get("control")
+    if control is not None:
+        node = control
+        while node is not None:
+            node.transformer_options = transformer_options
+            node = node.previous_controlnet
+        c["control"] = control.get_control(x_cat, t_cat, dict(c), n)
     if "model_function_wrapper" in model_options:
         output = model_options["model_function_wrapper"](model.apply_model, {"input": x_cat, "timestep": t_cat, "c": c, "cond_or_uncond": transformer_options["cond_or_uncond"]})
     else:
@@ -81,4 +94,8 @@ def sampling_function(self, denoiser_params, cond_scale, cond_composition):
     if isinstance(image_cond, torch.Tensor) and image_cond.shape[0] == x.shape[0] and image_cond.shape[2:] == x.shape[2:]:
         for entry in (uncond or []) + cond:
             entry["model_conds"]["c_concat"] = Condition(image_cond)
-    return sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, unet_patcher.model_options, None, return_full=True)
+    model_options, seed = unet_patcher.model_options, None
+    for modifier in model_options.get("conditioning_modifiers", []):
+        model, x, timestep, uncond, cond, cond_scale, model_options, seed = modifier(
+            model, x, timestep, uncond, cond, cond_scale, model_options, seed)
+    return sampling_function_inner(model, x, timestep, uncond, cond, cond_scale, model_options, seed, return_full=True)

@@ -17,6 +17,11 @@ class ModelPatcher:
         n.model_options = copy.deepcopy(self.model_options)
         return n
 
+    def set_model_sampler_cfg_function(self, sampler_cfg_function, disable_cfg1_optimization=False):
+        self.model_options["sampler_cfg_function"] = sampler_cfg_function
+        if disable_cfg1_optimization:
+            self.model_options["disable_cfg1_optimization"] = True
+
     def set_model_sampler_post_cfg_function(self, post_cfg_function, disable_cfg1_optimization=False):
         self.model_options["sampler_post_cfg_function"] = list(self.model_options.get("sampler_post_cfg_function", [])) + [post_cfg_function]
         if disable_cfg1_optimization:

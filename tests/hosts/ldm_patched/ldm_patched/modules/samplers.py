@@ -4,6 +4,9 @@
 #    model_options, input}.
 #  * reForge @ 3b56b268 (STYLE = "reforge"): cfg_function (372-409) — post-CFG args also carry cond_scale and
 #    uncond is the skipped list (None) under the CFG-1 optimisation; calc_cond_uncond_batch is a wrapper.
+#  * ControlNet as upstream old Forge (get_area_and_mult 65, calc_cond_uncond_batch 245-252): the entries'
+#    'control' gets the shared transformer_options and is called as control.get_control(input_x, timestep,
+#    cond copy, n entries); its result goes to apply_model as `control`.
 # Test code, simplified (no area/mask/hooks/memory management).
 import math
 
@@ -23,7 +26,15 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
     transformer_options = dict(model_options.get("transformer_options", {}))
     transformer_options["cond_or_uncond"] = [kind for _, kind in entries]
     c["transformer_options"] = transformer_options
+    transformer_options["sigmas"] = timestep
     n = len(entries)
+    control = entries[0][0].get("control")
+    if control is not None:
+        node = control
+        while node is not None:
+            node.transformer_options = transformer_options
+            node = node.previous_controlnet
+        c["control"] = control.get_control(torch.cat([x_in] * n), torch.cat([timestep] * n), dict(c), n)
     output = model.apply_model(torch.cat([x_in] * n), torch.cat([timestep] * n), **c)
     for (entry, kind), out in zip(entries, output.chunk(n)):
         strength = entry.get("strength", 1.0)

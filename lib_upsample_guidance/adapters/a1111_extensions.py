@@ -1,0 +1,260 @@
+"""The A1111 adapter's low-resolution call beside other extensions (a private helper of adapters/a1111.py).
+
+Read from each extension's source (commits in the README's compatibility table):
+
+* sd-webui-controlnet (Mikubill, `scripts/hook.py`): `UnetHook.hook` replaces the UNet's forward and keeps
+  the units in `control_params` (`ControlParams`: `hint_cond` / `_hint_cond`, `hr_hint_cond`,
+  `used_hint_cond`, `used_hint_cond_latent`, `used_hint_inpaint_hijack`). The forward picks the hint whose
+  height is nearest to 8 * x's height (`hint_cond` -> first pass, else `hr_hint_cond` and
+  `is_in_high_res_fix = True`) and never resizes it: the ControlNet adds its hint features to the first
+  feature map (`cldm.py` `h += guided_hint`), so a half-size call with a full-size hint raises. For the
+  low-resolution call every unit's hint (the one the full call used) is replaced by an area-downsampled copy
+  of the low-resolution pixel size, placed so that ControlNet's own selection keeps the pass being guided:
+  first pass -> `hint_cond` low and `hr_hint_cond` None (is_in_high_res_fix False: "Low res only" units and
+  soft injection as in the full call); hires pass -> both low, the tie picks the hires branch
+  (is_in_high_res_fix True: "High res only" units, the forced soft injection of canny/mlsd). The cached
+  latents (`used_hint_cond_latent`, `used_hint_inpaint_hijack`) are cleared so that reference-only,
+  inpaint_only and the inpaint model re-encode the low-res hint (ControlNet caches VAE encodings by content,
+  so this happens once per size), and everything is restored in `finally`. T2I-Adapter features follow the
+  hint's size (`aligned_adding`); reference-only then runs its reference pass at the low size.
+  ControlNet-LLLite caches its hint embedding at the full size inside the UNet: refused.
+* Kohya Hires.fix / Deep Shrink (wcde/sd-webui-kohya-hiresfix, `scripts/khrfix.py`): swaps UNet
+  input/output blocks for `Scaler(scale, block, scaler)` modules that interpolate before the block. The
+  low-resolution query is already at the base size: for that call each Scaler is put back to its `.block`
+  (exactly what the extension's postprocess does) and restored afterwards. FreeU and other size-independent
+  patches stay.
+* Self Attention Guidance (ashen-sensored/sd_webui_SAG, `scripts/SAG.py`): module globals
+  (`sag_enabled`, `current_selfattn_map`, `current_uncond_pred` = a view of the host's output rows) that our
+  call and our in-place update would overwrite: refused while `sag_enabled`.
+* Tiled Diffusion (pkuliyi2015/multidiffusion-upscaler): MultiDiffusion replaces the denoiser's
+  `inner_model.forward` (tiles laid out for the full latent), Mixture of Diffusers replaces
+  `sd_model.apply_model` (keeps `apply_model_original_md`) and sends other sizes untiled without its region
+  prompts: both refused. AnimateDiff's context windows also replace `inner_model.forward`: refused.
+* Incantations (v0xie/sd-webui-incantations, scripts/pag.py, smoothed_energy_guidance.py): PAG and SEG
+  keep their state in `p.incant_cfg_params` and add `(x_out[cond] - pag_x_out) * scale` in a replaced
+  combine_denoised, from the output rows our update already changed: refused while active.
+* Regional Prompter, AnimateDiff: refused by their scripts (webui/peers.py).
+
+Nothing here imports a host module; the host objects arrive as arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..webui import peers
+from ..webui.generation import UnsupportedInput
+
+__all__ = [
+    "CONTROLNET",
+    "controlnet_network",
+    "refusal",
+    "low_res_call",
+    "low_res_hint",
+    "swap_controlnet_hints",
+    "without_deep_shrink",
+]
+
+CONTROLNET = "ControlNet"
+SAG = "Self Attention Guidance"
+# sd-webui-controlnet ControlModelType members whose unit state cannot follow a call at another size
+_REFUSED_CONTROL_TYPES = {"Controlllite": "ControlNet-LLLite"}
+
+
+def _unet(sd_model: Any) -> Any:
+    return getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+
+
+def controlnet_network(p: Any, sd_model: Any) -> Any | None:
+    """sd-webui-controlnet's UnetHook for this generation (its script's `latest_network`), when it hooked
+    this model's UNet and has units; else None."""
+    unet = _unet(sd_model)
+    for script in peers.alwayson_scripts(p):
+        network = getattr(script, "latest_network", None)
+        if network is None or not getattr(network, "control_params", None):
+            continue
+        if unet is not None and getattr(network, "model", None) is unet:
+            return network
+    return None
+
+
+def _name_of_forward(fn: Any) -> str:
+    func = getattr(fn, "__func__", fn)
+    owner = getattr(fn, "__self__", None)
+    text = " ".join(
+        str(s).lower()
+        for s in (getattr(func, "__module__", ""), getattr(func, "__qualname__", ""), type(owner).__name__)
+    )
+    if "animatediff" in text:
+        return "AnimateDiff"
+    if any(key in text for key in ("multidiffusion", "mixtureofdiffusers", "tiled", "demofusion")):
+        return "Tiled Diffusion (MultiDiffusion)"
+    return f"another extension ({getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')})"
+
+
+def refusal(p: Any, sd_model: Any, denoiser: Any) -> str | None:
+    """Why this generation cannot be guided beside the extensions active in it, or None (checked before any
+    low-resolution call, so a refusal costs nothing and the host's own output is kept)."""
+    reason = peers.refusal_by_scripts(p)
+    if reason is not None:
+        return reason
+    sag = peers.find_script(p, SAG)
+    if sag is not None and peers.module_global(sag, "sag_enabled", False) is True:
+        return (
+            "Self Attention Guidance (sd_webui_SAG) is enabled: it keeps the model's attention map and "
+            "outputs in module globals that the low-resolution call would overwrite"
+        )
+    incant = getattr(p, "incant_cfg_params", None)
+    if isinstance(incant, dict):
+        active = [
+            name
+            for key, name, flag in (("pag_params", "PAG", "pag_active"), ("seg_params", "SEG", "seg_active"))
+            if getattr(incant.get(key), flag, False) is True
+        ]
+        if active:
+            return (
+                f"Incantations {' and '.join(active)} is active: it adds its term from the host's output rows, "
+                "which already carry the guidance, so the guidance would be scaled by its weight too"
+            )
+    inner = getattr(denoiser, "inner_model", None)
+    if inner is not None and "forward" in getattr(inner, "__dict__", {}):
+        return (
+            f"{_name_of_forward(inner.forward)} replaced the model's forward: the low-resolution call "
+            "would go through it"
+        )
+    if hasattr(sd_model, "apply_model_original_md"):
+        return (
+            "Tiled Diffusion (Mixture of Diffusers) replaced apply_model: the low-resolution call would "
+            "run untiled and without its region prompts"
+        )
+    network = controlnet_network(p, sd_model)
+    for param in getattr(network, "control_params", None) or []:
+        kind = getattr(getattr(param, "control_model_type", None), "name", "")
+        if kind in _REFUSED_CONTROL_TYPES:
+            return (
+                f"ControlNet ({_REFUSED_CONTROL_TYPES[kind]} unit): it caches its hint embedding at the "
+                "full size inside the UNet"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# ControlNet hints
+
+
+def low_res_hint(
+    hint: torch.Tensor, full_size: tuple[int, int], low_size: tuple[int, int]
+) -> torch.Tensor | None:
+    """An area-downsampled copy of a spatial hint ([B, C, Hp, Wp], pixels) for the low-resolution latent
+    size, or None when the hint is not spatial for this latent.
+
+    The hint covers the full latent (H, W) at Hp / H pixels per latent pixel (8 for SD VAEs); the copy has
+    (round(Hp * h / H), round(Wp * w / W)) pixels: the low-res call's 8 * (h, w). Area mode is the mean
+    over each output pixel's footprint (exact average pooling for integer factors).
+    """
+    if not isinstance(hint, torch.Tensor) or hint.ndim != 4:
+        return None
+    (H, W), (h, w) = full_size, low_size
+    hp, wp = int(hint.shape[-2]), int(hint.shape[-1])
+    if hp < H or wp < W or abs(hp / H - wp / W) > 0.5:
+        return None  # not a pixel-space image of this latent (e.g. a CLIP-vision embedding)
+    size = (max(1, round(hp * h / H)), max(1, round(wp * w / W)))
+    dtype = hint.dtype
+    low = F.interpolate(hint.float() if not hint.is_floating_point() else hint, size=size, mode="area")
+    return low.to(dtype)
+
+
+_HINT_FIELDS = (
+    "_hint_cond",
+    "hr_hint_cond",
+    "used_hint_cond",
+    "used_hint_cond_latent",
+    "used_hint_inpaint_hijack",
+)
+
+
+@contextlib.contextmanager
+def swap_controlnet_hints(
+    network: Any, full_size: tuple[int, int], low_size: tuple[int, int], in_high_res_fix: bool
+) -> Iterator[None]:
+    """Every unit's hint at the low-res size for the calls inside the block (see module docstring).
+
+    in_high_res_fix: what ControlNet decided for the full call of this step (`UnetHook.is_in_high_res_fix`);
+    the swapped hints make its selection decide the same for the low-res call.
+    """
+    saved = []
+    try:
+        for param in getattr(network, "control_params", None) or []:
+            source = getattr(param, "used_hint_cond", None)
+            if not isinstance(source, torch.Tensor):
+                source = getattr(param, "_hint_cond", getattr(param, "hint_cond", None))
+            low = low_res_hint(source, full_size, low_size)
+            if low is None:
+                continue
+            saved.append((param, {name: getattr(param, name, None) for name in _HINT_FIELDS}))
+            param._hint_cond = low
+            param.hr_hint_cond = low if in_high_res_fix else None
+            param.used_hint_cond = None
+            param.used_hint_cond_latent = None
+            param.used_hint_inpaint_hijack = None
+        yield
+    finally:
+        for param, fields in saved:
+            for name, value in fields.items():
+                setattr(param, name, value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Kohya Hires.fix / Deep Shrink
+
+
+def _is_scaler(module: Any) -> bool:
+    return (
+        type(module).__name__ == "Scaler"
+        and isinstance(getattr(module, "block", None), torch.nn.Module)
+        and hasattr(module, "scale")
+    )
+
+
+@contextlib.contextmanager
+def without_deep_shrink(sd_model: Any) -> Iterator[None]:
+    """The UNet without Kohya Hires.fix Scaler modules for the calls inside the block (restored after)."""
+    unet = _unet(sd_model)
+    swapped = []
+    try:
+        for name in ("input_blocks", "output_blocks"):
+            blocks = getattr(unet, name, None)
+            if not isinstance(blocks, torch.nn.ModuleList):
+                continue
+            for i, module in enumerate(blocks):
+                if _is_scaler(module):
+                    swapped.append((blocks, i, module))
+                    blocks[i] = module.block
+        yield
+    finally:
+        for blocks, i, module in swapped:
+            blocks[i] = module
+
+
+@contextlib.contextmanager
+def low_res_call(
+    p: Any, sd_model: Any, denoiser: Any, full_size: tuple[int, int], low_size: tuple[int, int]
+) -> Iterator[None]:
+    """Around the low-resolution model calls of one step: refuse (UnsupportedInput, before any call) what
+    cannot be guided; swap ControlNet hints to the low size and take Deep Shrink out; restore on exit."""
+    reason = refusal(p, sd_model, denoiser)
+    if reason is not None:
+        raise UnsupportedInput(reason)
+    network = controlnet_network(p, sd_model)
+    with contextlib.ExitStack() as stack:
+        if network is not None:
+            in_hr = getattr(network, "is_in_high_res_fix", None)
+            in_hr = bool(getattr(p, "is_hr_pass", False)) if not isinstance(in_hr, bool) else in_hr
+            stack.enter_context(swap_controlnet_hints(network, full_size, low_size, in_hr))
+        stack.enter_context(without_deep_shrink(sd_model))
+        yield
