@@ -8,7 +8,8 @@ Package layout (folders are layers; a module imports only from its own layer and
 - `demo/`     the small model of our own, its sampler, demo and quality bench.
 - `bench/`    the speed bench on the real SD UNet graphs.
 
-The public entry point outside a WebUI is `UpsampleGuidedDenoiser`; host adapters use
+The public entry points outside a WebUI are `UpsampleGuidedDenoiser` and, for video,
+`UpsampleGuidedVideoDenoiser`; host adapters use
 `prepare_low_res_query` with a noise convention and a plan.
 """
 
@@ -24,17 +25,23 @@ from .core import (
     RectifiedFlow,
     Resampler,
     UpsampleGuidedDenoiser,
+    UpsampleGuidedVideoDenoiser,
+    VideoPlan,
     guidance_weight,
     guided,
     guided_eps,
     guided_x0,
     make_resampler,
     plan_low_res,
+    plan_video,
     prepare_low_res_query,
 )
 
 __all__ = [
     "UpsampleGuidedDenoiser",
+    "UpsampleGuidedVideoDenoiser",
+    "VideoPlan",
+    "plan_video",
     "prepare_low_res_query",
     "LowResQuery",
     "plan_low_res",
