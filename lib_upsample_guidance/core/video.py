@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .conventions import NoiseConvention
 from .denoiser import set_common_settings
 from .planner import LowResPlan, _fmt_factor, _positive_int, _size_pair, cached_resampler, plan_low_res
 from .resample import RESAMPLER_KINDS, Resampler
@@ -36,6 +37,9 @@ __all__ = [
     "unfold_frames",
     "fold_frames",
     "UpsampleGuidedVideoDenoiser",
+    "FoldedVideoQuery",
+    "prepare_folded_video_query",
+    "per_video_level",
     "LAYOUTS",
 ]
 
@@ -198,6 +202,79 @@ def _down_temporal_rows(t: torch.Tensor, resampler: Resampler, frames: int) -> t
     return resampler.down(v).movedim(-1, 1).flatten(0, 1)
 
 
+@dataclass(frozen=True)
+class FoldedVideoQuery:
+    """The low-res query of a batch whose rows are frames, video-major ((videos F) rows: AnimateDiff's
+    layout, also a WebUI's CFG batch [cond frames..., uncond frames...]), and how to fold its answer back.
+
+    x: low-res model input, (videos f) rows; level: one noise level per low-res row.
+    """
+
+    query: LowResQuery  # the same query on the unfolded batch [videos, C, F, H, W]
+    plan: VideoPlan
+    frames: int
+
+    @property
+    def low_frames(self) -> int:
+        return self.plan.low_size[0]
+
+    @property
+    def x(self) -> torch.Tensor:
+        return fold_frames(self.query.x)
+
+    @property
+    def level(self) -> torch.Tensor:
+        return self.query.level.repeat_interleave(self.low_frames)
+
+    def low_rows(self, rows: int) -> int:
+        """Rows of the low-res batch for `rows` (whole videos of F frames) rows of the target batch."""
+        if rows % self.frames:
+            raise ValueError(f"upsample guidance: {rows} rows are not whole videos of {self.frames} frames")
+        return rows // self.frames * self.low_frames
+
+    def down_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-frame rows [(B F), ...] -> [(B f), ...]: D on (F, H, W) when the trailing axes are the frame
+        size (concat conditioning, masks), else D along the frames alone (per-frame text embeddings:
+        the embeddings of merged frames are averaged; identity without a temporal factor)."""
+        self.low_rows(t.shape[0])
+        if t.ndim >= 3 and tuple(t.shape[-2:]) == self.plan.target_size[1:]:
+            return fold_frames(self.query.downsample_condition(unfold_frames(t, self.frames)))
+        if self.plan.kinds[0] == "identity":
+            return t
+        return _down_temporal_rows(t, self.plan.temporal_resampler(), self.frames)
+
+    def apply(self, pred: torch.Tensor, pred_low: torch.Tensor) -> torch.Tensor:
+        """The guided prediction (SPEC §3) for the folded rows of pred, from the folded low-res pred_low."""
+        guided = self.query.apply(unfold_frames(pred, self.frames), unfold_frames(pred_low, self.low_frames))
+        return fold_frames(guided)
+
+
+def prepare_folded_video_query(
+    x: torch.Tensor,
+    level: torch.Tensor | float,
+    *,
+    frames: int,
+    plan: VideoPlan | None,
+    convention: NoiseConvention,
+    guidance_scale: float,
+    eta: float,
+) -> FoldedVideoQuery | None:
+    """:func:`step.prepare_low_res_query` for x [(videos F), C, H, W] with F = `frames` frames per video and
+    a level per row (equal within a video) or a scalar; None when nothing is guided."""
+    query = prepare_low_res_query(
+        unfold_frames(x, frames),
+        per_video_level(level, x.shape[0], frames),
+        plan=plan,
+        convention=convention,
+        guidance_scale=guidance_scale,
+        eta=eta,
+    )
+    if query is None:
+        return None
+    assert plan is not None
+    return FoldedVideoQuery(query, plan, frames)
+
+
 class UpsampleGuidedVideoDenoiser(torch.nn.Module):
     """Upsample guidance around a k-diffusion video denoiser, along frames and/or space.
 
@@ -290,26 +367,21 @@ class UpsampleGuidedVideoDenoiser(torch.nn.Module):
             raise ValueError(
                 f"the denoiser returned shape {tuple(den.shape)} for an input of shape {tuple(x.shape)}"
             )
-        xv = unfold_frames(x, frames) if folded else x
-        level = per_video_level(sigma, x.shape[0], frames) if folded else sigma
         plan = self.plan_for(frames, tuple(x.shape[-2:]))
-        query = prepare_low_res_query(
-            xv, level, plan=plan, convention=self.convention, guidance_scale=self.guidance_scale, eta=self.eta
-        )
+        common = dict(plan=plan, convention=self.convention, guidance_scale=self.guidance_scale, eta=self.eta)
+        if folded:
+            fq = prepare_folded_video_query(x, sigma, frames=frames, **common)
+            if fq is None:
+                return den
+            extra_low = _down_extras_folded(extra, fq, x.shape[0])
+            den_low = self._call(fq.x, fq.level.to(x.dtype), fq.low_frames, extra_low)
+            return fq.apply(den, den_low)
+        query = prepare_low_res_query(x, sigma, **common)
         if query is None:
             return den
         assert plan is not None
-        low_frames = plan.low_size[0]
-        if folded:
-            x_low = fold_frames(query.x)
-            level_low = query.level.repeat_interleave(low_frames)
-            extra_low = _down_extras_folded(extra, query, plan, x.shape[0], frames)
-        else:
-            x_low, level_low = query.x, query.level
-            extra_low = _down_extras_axis(extra, query, plan)
-        den_low = self._call(x_low, level_low.to(x.dtype), low_frames, extra_low)
-        if folded:
-            return fold_frames(query.apply(unfold_frames(den, frames), unfold_frames(den_low, low_frames)))
+        extra_low = _down_extras_axis(extra, query, plan)
+        den_low = self._call(query.x, query.level.to(x.dtype), plan.low_size[0], extra_low)
         return query.apply(den, den_low)
 
 
@@ -325,16 +397,13 @@ def _down_extras_axis(obj: Any, query: LowResQuery, plan: VideoPlan) -> Any:
     return obj
 
 
-def _down_extras_folded(obj: Any, query: LowResQuery, plan: VideoPlan, rows: int, frames: int) -> Any:
+def _down_extras_folded(obj: Any, fq: FoldedVideoQuery, rows: int) -> Any:
     if isinstance(obj, torch.Tensor):
         if obj.ndim >= 1 and obj.shape[0] == rows and obj.is_floating_point():
-            if obj.ndim >= 3 and tuple(obj.shape[-2:]) == plan.target_size[1:]:
-                return fold_frames(query.downsample_condition(unfold_frames(obj, frames)))
-            if plan.kinds[0] != "identity":
-                return _down_temporal_rows(obj, plan.temporal_resampler(), frames)
+            return fq.down_rows(obj)
         return obj
     if isinstance(obj, dict):
-        return {key: _down_extras_folded(value, query, plan, rows, frames) for key, value in obj.items()}
+        return {key: _down_extras_folded(value, fq, rows) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(_down_extras_folded(value, query, plan, rows, frames) for value in obj)
+        return type(obj)(_down_extras_folded(value, fq, rows) for value in obj)
     return obj
