@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -36,7 +37,8 @@ from modules import prompt_parser, script_callbacks, shared
 from ..core.conventions import DiscreteVP, KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import MODEL_FAMILIES, LowResPlan, plan_low_res
 from ..core.step import LowResQuery, prepare_low_res_query
-from ..webui import infotext
+from ..core.video import VideoPlan, plan_video, prepare_folded_video_query
+from ..webui import animatediff, infotext
 from ..webui import settings as _settings
 from ..webui.generation import GuardState, UnsupportedInput, describe
 from ..webui.settings import DEFAULT_FAMILY_BASES, WARNING_PREFIX, UGSettings
@@ -89,6 +91,25 @@ class GenerationState(GuardState):
             self._plans[key] = plan_low_res(
                 size,
                 self.base_px(family_key),
+                latent_factor=family.latent_factor,
+                granularity=family.granularity,
+                resampler=self.settings.resampler,
+            )
+        return self._plans[key]
+
+    def video_plan(
+        self, run: animatediff.AnimateDiffRun, size: tuple[int, int], family_key: str
+    ) -> VideoPlan | None:
+        """The (frames, H, W) plan of an AnimateDiff job (temporal factor: webui.animatediff)."""
+        factor = animatediff.temporal_factor(run, getattr(self.settings, "temporal_factor", "auto"))
+        key = ("video", run.frames, factor, size, family_key)
+        if key not in self._plans:
+            family = MODEL_FAMILIES[family_key]
+            self._plans[key] = plan_video(
+                run.frames,
+                size,
+                self.base_px(family_key),
+                temporal_factor=factor,
                 latent_factor=family.latent_factor,
                 granularity=family.granularity,
                 resampler=self.settings.resampler,
@@ -232,6 +253,12 @@ def _cat_conds(conds: list) -> Any:
     return torch.cat(conds)
 
 
+def _map_cond(cond: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(cond, dict):
+        return {key: fn(value) for key, value in cond.items()}
+    return fn(cond)
+
+
 def _slice_cond(cond: Any, a: int, b: int) -> Any:
     if isinstance(cond, dict):
         return {key: value[a:b] for key, value in cond.items()}
@@ -288,10 +315,15 @@ def _low_image_cond(image_cond: torch.Tensor, x: torch.Tensor, query: LowResQuer
     return image_cond
 
 
-def _call_inner(inner: Any, x: torch.Tensor, level: torch.Tensor, cond: dict) -> torch.Tensor:
+def _call_inner(
+    inner: Any, x: torch.Tensor, level: torch.Tensor, cond: dict, video: Any = None
+) -> torch.Tensor:
+    if video is not None:  # AnimateDiff's own forward, told the low-res call's frame count
+        with animatediff.frames_of_call(video[0], video[1].low_frames):
+            return inner(x, level, cond=cond)
     if "forward" in getattr(inner, "__dict__", {}):
         raise UnsupportedInput(
-            "another extension replaced the model's forward (e.g. Tiled Diffusion, AnimateDiff); "
+            "another extension replaced the model's forward (e.g. Tiled Diffusion); "
             "the low-resolution call would go through it"
         )
     return inner(x, level, cond=cond)
@@ -316,7 +348,9 @@ def guided_outputs(
             f"model outputs have shape {tuple(x_out.shape)}, inputs {tuple(x_in.shape)}: unknown row layout"
         )
     family_key = model_family(sd_model)
-    plan = state.plan((int(x_in.shape[-2]), int(x_in.shape[-1])), family_key)
+    size = (int(x_in.shape[-2]), int(x_in.shape[-1]))
+    ad_run = animatediff.animatediff_run(inner)  # AnimateDiff's forward on inner: a video, frames in rows
+    plan = state.plan(size, family_key) if ad_run is None else state.video_plan(ad_run, size, family_key)
     if plan is None:
         return None  # at or below the base size: nothing to do (e.g. the first pass of hires fix)
 
@@ -329,6 +363,11 @@ def guided_outputs(
         raise UnsupportedInput(
             f"unexpected row layout: {x_in.shape[0]} rows for {n_cond} cond and {n_images} uncond rows"
         )
+    if ad_run is not None and (n_images != ad_run.frames or n_cond != n_images or is_edit):
+        raise UnsupportedInput(
+            f"AnimateDiff batch of {n_cond} cond and {n_images} uncond rows for {ad_run.frames} frames "
+            "(AND prompts and edit models are not supported with AnimateDiff)"
+        )
     skipped = _uncond_skipped(denoiser, sigma_in, is_edit)
     first_rows: list[int] = []
     if skipped:
@@ -339,7 +378,10 @@ def guided_outputs(
     n_eval = n_cond if skipped else n_total
 
     convention = convention_for(denoiser, sd_model)
-    query = prepare_low_res_query(
+    prepare = prepare_low_res_query
+    if ad_run is not None:  # rows are frames: the folded video query (same interface, rows mapped)
+        prepare = partial(prepare_folded_video_query, frames=ad_run.frames)
+    query = prepare(
         x_in[:n_eval],
         sigma_in[:n_eval],
         plan=plan,
@@ -353,7 +395,11 @@ def guided_outputs(
     level = query.level.to(device=sigma_in.device)
     if sigma_in.is_floating_point():
         level = level.to(sigma_in.dtype)
-    image_low = _low_image_cond(image_cond_in[:n_eval], x_in, query)
+    if ad_run is None:
+        image_low = _low_image_cond(image_cond_in[:n_eval], x_in, query)
+        low_rows, video = (lambda n: n), None
+    else:
+        image_low, low_rows, video = query.down_rows(image_cond_in[:n_eval]), query.low_rows, (ad_run, query)
 
     if not skipped and _tokens(text_cond) != _tokens(text_uncond):
         opts = shared.opts
@@ -361,6 +407,8 @@ def guided_outputs(
             text_cond, text_uncond = denoiser.pad_cond_uncond_v0(text_cond, text_uncond)
         elif getattr(opts, "pad_cond_uncond", False) and hasattr(denoiser, "pad_cond_uncond"):
             text_cond, text_uncond = denoiser.pad_cond_uncond(text_cond, text_uncond)
+    if video is not None:  # per-frame text rows (prompt travel) at the low-res frames
+        text_cond, text_uncond = (_map_cond(t, query.down_rows) for t in (text_cond, text_uncond))
     make = _make_condition_dict(sd_model, text_uncond)
 
     # (text, first row, end row) groups evaluated with one call each
@@ -374,14 +422,14 @@ def guided_outputs(
         if is_edit:
             groups.append((text_uncond, n_cond + n_images, n_total))
 
-    chunk = n_images if not getattr(shared.opts, "batch_cond_uncond", True) else None
+    chunk = low_rows(n_images) if not getattr(shared.opts, "batch_cond_uncond", True) else None
     pieces = []
-    for text, a, b in groups:
+    for text, a, b in ((t, low_rows(a), low_rows(b)) for t, a, b in groups):
         step = chunk or (b - a)
         for s in range(a, b, step):
             e = min(s + step, b)
             cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
-            pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond))
+            pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond, video))
     pred_low = torch.cat(pieces)
 
     guided_rows = query.apply(x_out[:n_eval], pred_low)
