@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -253,6 +254,10 @@ def _cat_conds(conds: list) -> Any:
     return torch.cat(conds)
 
 
+def _same_rows(rows: int) -> int:
+    return rows
+
+
 def _map_cond(cond: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(cond, dict):
         return {key: fn(value) for key, value in cond.items()}
@@ -315,12 +320,14 @@ def _low_image_cond(image_cond: torch.Tensor, x: torch.Tensor, query: LowResQuer
     return image_cond
 
 
-def _call_inner(
-    inner: Any, x: torch.Tensor, level: torch.Tensor, cond: dict, video: Any = None
-) -> torch.Tensor:
-    if video is not None:  # AnimateDiff's own forward, told the low-res call's frame count
-        with animatediff.frames_of_call(video[0], video[1].low_frames):
-            return inner(x, level, cond=cond)
+def _call_inner(inner: Any, x: torch.Tensor, level: torch.Tensor, cond: dict) -> torch.Tensor:
+    # AnimateDiff's forward is the one replacement we go through (webui.animatediff); others are refused
+    if "forward" in getattr(inner, "__dict__", {}) and animatediff.animatediff_run(inner) is None:
+        raise UnsupportedInput(
+            "another extension replaced the model's forward (e.g. Tiled Diffusion); "
+            "the low-resolution call would go through it"
+        )
+    return inner(x, level, cond=cond)
     if "forward" in getattr(inner, "__dict__", {}):
         raise UnsupportedInput(
             "another extension replaced the model's forward (e.g. Tiled Diffusion); "
@@ -397,9 +404,9 @@ def guided_outputs(
         level = level.to(sigma_in.dtype)
     if ad_run is None:
         image_low = _low_image_cond(image_cond_in[:n_eval], x_in, query)
-        low_rows, video = (lambda n: n), None
+        low_rows = _same_rows
     else:
-        image_low, low_rows, video = query.down_rows(image_cond_in[:n_eval]), query.low_rows, (ad_run, query)
+        image_low, low_rows = query.down_rows(image_cond_in[:n_eval]), query.low_rows
 
     if not skipped and _tokens(text_cond) != _tokens(text_uncond):
         opts = shared.opts
@@ -407,7 +414,7 @@ def guided_outputs(
             text_cond, text_uncond = denoiser.pad_cond_uncond_v0(text_cond, text_uncond)
         elif getattr(opts, "pad_cond_uncond", False) and hasattr(denoiser, "pad_cond_uncond"):
             text_cond, text_uncond = denoiser.pad_cond_uncond(text_cond, text_uncond)
-    if video is not None:  # per-frame text rows (prompt travel) at the low-res frames
+    if ad_run is not None:  # per-frame text rows (prompt travel) at the low-res frames
         text_cond, text_uncond = (_map_cond(t, query.down_rows) for t in (text_cond, text_uncond))
     make = _make_condition_dict(sd_model, text_uncond)
 
@@ -424,12 +431,14 @@ def guided_outputs(
 
     chunk = low_rows(n_images) if not getattr(shared.opts, "batch_cond_uncond", True) else None
     pieces = []
-    for text, a, b in ((t, low_rows(a), low_rows(b)) for t, a, b in groups):
-        step = chunk or (b - a)
-        for s in range(a, b, step):
-            e = min(s + step, b)
-            cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
-            pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond, video))
+    frames = animatediff.frames_of_call(ad_run, query.low_frames) if ad_run is not None else nullcontext()
+    with frames:  # AnimateDiff: told the low-res call's frame count, restored after
+        for text, a, b in ((t, low_rows(a), low_rows(b)) for t, a, b in groups):
+            step = chunk or (b - a)
+            for s in range(a, b, step):
+                e = min(s + step, b)
+                cond = make(_slice_cond(text, s - a, e - a), image_low[s:e])
+                pieces.append(_call_inner(inner, query.x[s:e], level[s:e], cond))
     pred_low = torch.cat(pieces)
 
     guided_rows = query.apply(x_out[:n_eval], pred_low)
