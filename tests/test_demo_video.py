@@ -129,3 +129,14 @@ def test_bad_input_is_one_message_and_status_2(argv, capsys):
 def test_missing_weights_are_a_message(tmp_path, capsys):
     assert cli_main(["bench", "video", "--weights", str(tmp_path / "none.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_shipped_weights_are_small_safetensors_with_a_training_record():
+    from lib_upsample_guidance.demo.video.wrapper import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip("no video weights shipped yet")
+    assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000
+    model, meta = load_video_model()
+    assert meta["command"].startswith("python -m lib_upsample_guidance.demo.video.train")
+    assert meta["base_frames"] == "8" and meta["base_size"] == "16" and int(meta["steps"]) > 0
