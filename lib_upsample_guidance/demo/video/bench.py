@@ -55,23 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"[Upsample guidance] bench video: {problem}", file=sys.stderr)
         return 2
-    import torch
+    from .wrapper import run_with_model
 
-    from ..images import MissingPillow, require_pillow
-    from .wrapper import load_video_model
-
-    try:
-        require_pillow()
-        model, meta = load_video_model(args.weights)
-    except (MissingPillow, FileNotFoundError, OSError, ValueError, KeyError) as exc:
-        print(f"[Upsample guidance] bench video: {exc}", file=sys.stderr)
-        return 2
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, args.threads))
-    try:
-        return _run(args, cells, model, meta)
-    finally:
-        torch.set_num_threads(threads_before)
+    return run_with_model(
+        "bench video", args.weights, args.threads, lambda model, meta: _run(args, cells, model, meta)
+    )
 
 
 def summarise(clips, area_ref: float | None = None) -> dict:

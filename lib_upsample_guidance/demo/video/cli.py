@@ -44,25 +44,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    import torch
+    from .wrapper import run_with_model
 
-    from ..images import MissingPillow, require_pillow
-    from .wrapper import load_video_model
+    def run(model, meta) -> int:
+        print(f"wrote {_run(args, model, meta)}")
+        return 0
 
-    try:
-        require_pillow()
-        model, meta = load_video_model(args.weights)
-    except (MissingPillow, FileNotFoundError, OSError, ValueError, KeyError) as exc:
-        print(f"[Upsample guidance] demo video: {exc}", file=sys.stderr)
-        return 2
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(max(1, args.threads))
-    try:
-        path = _run(args, model, meta)
-    finally:
-        torch.set_num_threads(threads_before)
-    print(f"wrote {path}")
-    return 0
+    return run_with_model("demo video", args.weights, args.threads, run)
 
 
 def _run(args: argparse.Namespace, model, meta: dict[str, str]) -> Path:

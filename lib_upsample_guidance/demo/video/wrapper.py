@@ -9,6 +9,8 @@ frames per clip by the keyword ``num_frames``.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -70,3 +72,23 @@ def load_video_model(path: str | Path | None = None) -> tuple[VideoUNet, dict[st
         raise ValueError(f"cannot load video demo weights from {p}: {exc}") from exc
     model.eval().requires_grad_(False)
     return model, meta
+
+
+def run_with_model(command: str, weights: Path | None, threads: int, run: Callable[..., int]) -> int:
+    """For the command lines: load the weights (and check Pillow), then run(model, meta) with `threads`
+    torch threads (restored afterwards). A missing dependency or unreadable weights: one message naming the
+    command on stderr, status 2."""
+    from ..images import MissingPillow, require_pillow
+
+    try:
+        require_pillow()
+        model, meta = load_video_model(weights)
+    except (MissingPillow, FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        print(f"[Upsample guidance] {command}: {exc}", file=sys.stderr)
+        return 2
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return run(model, meta)
+    finally:
+        torch.set_num_threads(threads_before)
