@@ -116,6 +116,8 @@ def test_guided_step_through_animatediffs_forward(host, animatediff, frames, con
     if m_t == 2:
         assert len(calls) == 3 + 1  # three windows at full length, ONE window holding the whole low-res clip
     assert p.extra_generation_params["UG scale"] == "1"
+    assert p.extra_generation_params["UG temporal factor"] == "auto"
+    assert p.extra_generation_params["UG frames"] == f"{frames} -> {low_frames}"
     # and guidance changed the step
     _, _, _, sampler0, args0 = start(host, animatediff, frames, context, ug_args=[False])
     assert (got - sampler0.model_wrap_cfg(**args0)).abs().max() > 1e-3

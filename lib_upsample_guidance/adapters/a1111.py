@@ -79,6 +79,7 @@ class GenerationState(GuardState):
     settings: UGSettings
     family_bases: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FAMILY_BASES))
     _plans: dict = field(default_factory=dict)
+    video_frames: tuple[int, int] | None = None  # AnimateDiff job guided: (frames, low-res frames)
 
     def base_px(self, family_key: str) -> int:
         if self.settings.base_resolution is not None:
@@ -199,6 +200,12 @@ def _write_infotext(p: Any, state: GenerationState) -> None:
     params = infotext.make_params(
         state.settings, base_px=state.base_px(key), hires_used=bool(getattr(p, "enable_hr", False))
     )
+    if state.video_frames is not None:  # AnimateDiff: the temporal setting and what it did
+        params.update(
+            animatediff.infotext_params(
+                getattr(state.settings, "temporal_factor", "auto"), *state.video_frames
+            )
+        )
     # XYZ plot cells are shallow copies of one p sharing this dict: write into our own copy
     p.extra_generation_params = {**p.extra_generation_params, **params}
 
@@ -398,6 +405,8 @@ def guided_outputs(
     )
     if query is None:
         return None  # weight 0 on every row (outside the guided part of the noise range)
+    if ad_run is not None:
+        state.video_frames = (ad_run.frames, query.low_frames)
 
     level = query.level.to(device=sigma_in.device)
     if sigma_in.is_floating_point():

@@ -35,7 +35,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ANIMATEDIFF_MM_MODULE", "AnimateDiffRun", "animatediff_run", "temporal_factor", "frames_of_call"]
+__all__ = [
+    "ANIMATEDIFF_MM_MODULE",
+    "AnimateDiffRun",
+    "animatediff_run",
+    "temporal_factor",
+    "frames_of_call",
+    "infotext_params",
+]
+
+KEY_TEMPORAL = "UG temporal factor"  # the setting ("auto" or a number)
+KEY_FRAMES = "UG frames"  # what it did: "32 -> 16" (frames of the clip -> of the low-res query)
 
 ANIMATEDIFF_MM_MODULE = "scripts.animatediff_mm"  # holds mm_animatediff (its ad_params: the running job)
 ANIMATEDIFF_FORWARD = "mm_sd_forward"
@@ -89,3 +99,9 @@ def frames_of_call(run: AnimateDiffRun, frames: int) -> Iterator[None]:
         yield
     finally:
         params.video_length, params.batch_size = saved
+
+
+def infotext_params(setting: float | str, frames: int, low_frames: int) -> dict[str, str]:
+    """Infotext keys of a guided AnimateDiff job: the temporal-factor setting and the frames it gave."""
+    value = "auto" if setting == "auto" else f"{float(setting):g}"
+    return {KEY_TEMPORAL: value, KEY_FRAMES: f"{frames} -> {low_frames}"}
