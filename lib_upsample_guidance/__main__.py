@@ -1,7 +1,9 @@
 """Command-line entry points: `python -m lib_upsample_guidance <command> [options]`.
 
 demo [--out DIR] [--factor 2] [--seed N]     comparison grid from the shipped small model
+demo video [--out DIR] [--seed N]             animated GIF from the small video model (2x frames, 2x size)
 bench quality [--n N] [--json]                structure rate etc. on the small model
+bench video [--n N] [--json]                  correct clips at 2x frames / 2x size on the small video model
 bench speed [--arch sd15|sdxl] [--json]       cost of guidance on the real SD UNet graphs
 """
 
@@ -10,9 +12,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {
+COMMANDS = {  # longest prefixes first
+    ("demo", "video"): "lib_upsample_guidance.demo.video.cli",
     ("demo",): "lib_upsample_guidance.demo.cli",
     ("bench", "quality"): "lib_upsample_guidance.demo.quality",
+    ("bench", "video"): "lib_upsample_guidance.demo.video.bench",
     ("bench", "speed"): "lib_upsample_guidance.bench.speed",
 }
 

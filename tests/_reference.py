@@ -135,3 +135,33 @@ def sample_dpmpp_2m(model, x, sigmas, extra=None):
             x = (sigmas[i + 1] / sigmas[i]) * x - (-h).expm1() * den_d
         old_den = den
     return x
+
+
+def ref_down_video(x: torch.Tensor, low: tuple[int, int, int], kinds: tuple[str, str, str]) -> torch.Tensor:
+    """D on the last three axes (frames, height, width), one pair per axis: all box -> 3-D average pooling;
+    otherwise axis by axis (box: mean of each run, spectral: DCT truncation)."""
+    high = tuple(x.shape[-3:])
+    if all(k == "box" for k in kinds):
+        return F.avg_pool3d(x, tuple(h // lo for h, lo in zip(high, low, strict=True)))
+    for axis, n, kind in zip((-3, -2, -1), low, kinds, strict=True):
+        v = x.movedim(axis, -1)
+        if v.shape[-1] != n:
+            v = (
+                v.unflatten(-1, (n, v.shape[-1] // n)).mean(-1)
+                if kind == "box"
+                else _spectral_down_last(v, n)
+            )
+        x = v.movedim(-1, axis)
+    return x
+
+
+def ref_up_video(y: torch.Tensor, high: tuple[int, int, int], kinds: tuple[str, str, str]) -> torch.Tensor:
+    """U on the last three axes: nearest repeat (box) or DCT zero-padding (spectral), per axis."""
+    if all(k == "box" for k in kinds):
+        return F.interpolate(y, size=high, mode="nearest")
+    for axis, n, kind in zip((-3, -2, -1), high, kinds, strict=True):
+        v = y.movedim(axis, -1)
+        if v.shape[-1] != n:
+            v = v.repeat_interleave(n // v.shape[-1], dim=-1) if kind == "box" else _spectral_up_last(v, n)
+        y = v.movedim(-1, axis)
+    return y

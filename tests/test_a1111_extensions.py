@@ -300,9 +300,12 @@ def test_regional_prompter_active_is_refused(host, capsys):
     _refused(host, capsys, "Regional Prompter")
 
 
-def test_animatediff_enabled_is_refused(host, capsys):
+def test_animatediff_enabled_is_not_refused_on_a1111(host, capsys):
+    """A1111 guides AnimateDiff through its own forward (tests/test_a1111_animatediff.py): its enabled unit is no
+    reason to refuse (Forge still refuses it: tests/test_forge_extensions.py)."""
     add_script(host, host.peers.AnimateDiffScript(), [host.peers.AnimateDiffProcess(enable=True)])
-    _refused(host, capsys, "AnimateDiff")
+    processed = host.run(make_p(host, ON, width=128, height=128))
+    assert warnings(capsys.readouterr().out) == [] and "UG scale" in processed.infotexts[0]
 
 
 def test_animatediff_disabled_is_guided(host, capsys):

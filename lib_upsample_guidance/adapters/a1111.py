@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,8 +39,9 @@ from ..core.conventions import DiscreteVP, KarrasSigma, NoiseConvention, Rectifi
 from ..core.planner import MODEL_FAMILIES, LowResPlan, plan_low_res
 from ..core.step import LowResQuery, prepare_low_res_query
 from ..core.v_prediction import eps_at_fractional_t
+from ..core.video import VideoPlan, plan_video, prepare_folded_video_query
+from ..webui import animatediff, infotext
 from ..webui import forecast as _forecast
-from ..webui import infotext
 from ..webui import settings as _settings
 from ..webui.conditioning import size_vector_lowerer
 from ..webui.generation import GuardState, UnsupportedInput, describe
@@ -81,6 +84,7 @@ class GenerationState(GuardState):
     settings: UGSettings
     family_bases: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FAMILY_BASES))
     _plans: dict = field(default_factory=dict)
+    video_frames: tuple[int, int] | None = None  # AnimateDiff job guided: (frames, low-res frames)
 
     def base_px(self, family_key: str) -> int:
         if self.settings.base_resolution is not None:
@@ -94,6 +98,25 @@ class GenerationState(GuardState):
             self._plans[key] = plan_low_res(
                 size,
                 self.base_px(family_key),
+                latent_factor=family.latent_factor,
+                granularity=family.granularity,
+                resampler=self.settings.resampler,
+            )
+        return self._plans[key]
+
+    def video_plan(
+        self, run: animatediff.AnimateDiffRun, size: tuple[int, int], family_key: str
+    ) -> VideoPlan | None:
+        """The (frames, H, W) plan of an AnimateDiff job (temporal factor: webui.animatediff)."""
+        factor = animatediff.temporal_factor(run, getattr(self.settings, "temporal_factor", "auto"))
+        key = ("video", run.frames, factor, size, family_key)
+        if key not in self._plans:
+            family = MODEL_FAMILIES[family_key]
+            self._plans[key] = plan_video(
+                run.frames,
+                size,
+                self.base_px(family_key),
+                temporal_factor=factor,
                 latent_factor=family.latent_factor,
                 granularity=family.granularity,
                 resampler=self.settings.resampler,
@@ -191,6 +214,12 @@ def _infotext_params(p: Any, state: GenerationState, sd_model: Any) -> dict[str,
 
 def _write_infotext(p: Any, state: GenerationState) -> None:
     params = _infotext_params(p, state, shared.sd_model)
+    if state.video_frames is not None:  # AnimateDiff: the temporal setting and what it did
+        params.update(
+            animatediff.infotext_params(
+                getattr(state.settings, "temporal_factor", "auto"), *state.video_frames
+            )
+        )
     if all(p.extra_generation_params.get(k) == v for k, v in params.items()):
         return  # already written before sampling (forecast)
     # XYZ plot cells are shallow copies of one p sharing this dict: write into our own copy
@@ -288,6 +317,16 @@ def _cat_conds(conds: list) -> Any:
     return torch.cat(conds)
 
 
+def _same_rows(rows: int) -> int:
+    return rows
+
+
+def _map_cond(cond: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(cond, dict):
+        return {key: fn(value) for key, value in cond.items()}
+    return fn(cond)
+
+
 def _slice_cond(cond: Any, a: int, b: int) -> Any:
     if isinstance(cond, dict):
         return {key: value[a:b] for key, value in cond.items()}
@@ -352,9 +391,16 @@ def _low_image_cond(image_cond: torch.Tensor, x: torch.Tensor, query: LowResQuer
 
 
 def _call_inner(inner: Any, x: torch.Tensor, level: torch.Tensor, cond: dict) -> torch.Tensor:
+    # AnimateDiff's forward is the one replacement we go through (webui.animatediff); others are refused
+    if "forward" in getattr(inner, "__dict__", {}) and animatediff.animatediff_run(inner) is None:
+        raise UnsupportedInput(
+            "another extension replaced the model's forward (e.g. Tiled Diffusion); "
+            "the low-resolution call would go through it"
+        )
+    return inner(x, level, cond=cond)
     if "forward" in getattr(inner, "__dict__", {}):
         raise UnsupportedInput(
-            "another extension replaced the model's forward (e.g. Tiled Diffusion, AnimateDiff); "
+            "another extension replaced the model's forward (e.g. Tiled Diffusion); "
             "the low-resolution call would go through it"
         )
     return inner(x, level, cond=cond)
@@ -379,7 +425,9 @@ def guided_outputs(
             f"model outputs have shape {tuple(x_out.shape)}, inputs {tuple(x_in.shape)}: unknown row layout"
         )
     family_key = model_family(sd_model)
-    plan = state.plan((int(x_in.shape[-2]), int(x_in.shape[-1])), family_key)
+    size = (int(x_in.shape[-2]), int(x_in.shape[-1]))
+    ad_run = animatediff.animatediff_run(inner)  # AnimateDiff's forward on inner: a video, frames in rows
+    plan = state.plan(size, family_key) if ad_run is None else state.video_plan(ad_run, size, family_key)
     if plan is None:
         return None  # at or below the base size: nothing to do (e.g. the first pass of hires fix)
 
@@ -392,6 +440,11 @@ def guided_outputs(
         raise UnsupportedInput(
             f"unexpected row layout: {x_in.shape[0]} rows for {n_cond} cond and {n_images} uncond rows"
         )
+    if ad_run is not None and (n_images != ad_run.frames or n_cond != n_images or is_edit):
+        raise UnsupportedInput(
+            f"AnimateDiff batch of {n_cond} cond and {n_images} uncond rows for {ad_run.frames} frames "
+            "(AND prompts and edit models are not supported with AnimateDiff)"
+        )
     skipped = _uncond_skipped(denoiser, sigma_in, is_edit)
     first_rows: list[int] = []
     if skipped:
@@ -402,7 +455,10 @@ def guided_outputs(
     n_eval = n_cond if skipped else n_total
 
     convention = convention_for(denoiser, sd_model)
-    query = prepare_low_res_query(
+    prepare = prepare_low_res_query
+    if ad_run is not None:  # rows are frames: the folded video query (same interface, rows mapped)
+        prepare = partial(prepare_folded_video_query, frames=ad_run.frames)
+    query = prepare(
         x_in[:n_eval],
         sigma_in[:n_eval],
         plan=plan,
@@ -412,11 +468,17 @@ def guided_outputs(
     )
     if query is None:
         return None  # weight 0 on every row (outside the guided part of the noise range)
+    if ad_run is not None:
+        state.video_frames = (ad_run.frames, query.low_frames)
 
     level = query.level.to(device=sigma_in.device)
     if sigma_in.is_floating_point():
         level = level.to(sigma_in.dtype)
-    image_low = _low_image_cond(image_cond_in[:n_eval], x_in, query)
+    if ad_run is None:
+        image_low = _low_image_cond(image_cond_in[:n_eval], x_in, query)
+        low_rows = _same_rows
+    else:
+        image_low, low_rows = query.down_rows(image_cond_in[:n_eval]), query.low_rows
 
     # SDXL family: the low-res rows get the size conditioning of a generation at the low-res size
     if isinstance(text_cond, dict) or isinstance(text_uncond, dict):
@@ -435,6 +497,8 @@ def guided_outputs(
             text_cond, text_uncond = denoiser.pad_cond_uncond_v0(text_cond, text_uncond)
         elif getattr(opts, "pad_cond_uncond", False) and hasattr(denoiser, "pad_cond_uncond"):
             text_cond, text_uncond = denoiser.pad_cond_uncond(text_cond, text_uncond)
+    if ad_run is not None:  # per-frame text rows (prompt travel) at the low-res frames
+        text_cond, text_uncond = (_map_cond(t, query.down_rows) for t in (text_cond, text_uncond))
     make = _make_condition_dict(sd_model, text_uncond)
 
     # (text, first row, end row) groups evaluated with one call each
@@ -448,11 +512,16 @@ def guided_outputs(
         if is_edit:
             groups.append((text_uncond, n_cond + n_images, n_total))
 
-    chunk = n_images if not getattr(shared.opts, "batch_cond_uncond", True) else None
+    chunk = low_rows(n_images) if not getattr(shared.opts, "batch_cond_uncond", True) else None
     pieces = []
-    # beside other extensions: ControlNet hints at the low-res size, Deep Shrink out; refuses (raises) the rest
-    with a1111_extensions.low_res_call(denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:]):
-        for text, a, b in groups:
+    frames = animatediff.frames_of_call(ad_run, query.low_frames) if ad_run is not None else nullcontext()
+    # beside other extensions: ControlNet hints at the low-res size, Deep Shrink out; refuses (raises) the rest;
+    # AnimateDiff: told the low-res call's frame count; everything restored after
+    with (
+        a1111_extensions.low_res_call(denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:]),
+        frames,
+    ):
+        for text, a, b in ((t, low_rows(a), low_rows(b)) for t, a, b in groups):
             step = chunk or (b - a)
             for s in range(a, b, step):
                 e = min(s + step, b)

@@ -29,11 +29,11 @@ Read from each extension's source (commits in the README's compatibility table):
 * Tiled Diffusion (pkuliyi2015/multidiffusion-upscaler): MultiDiffusion replaces the denoiser's
   `inner_model.forward` (tiles laid out for the full latent), Mixture of Diffusers replaces
   `sd_model.apply_model` (keeps `apply_model_original_md`) and sends other sizes untiled without its region
-  prompts: both refused. AnimateDiff's context windows also replace `inner_model.forward`: refused.
+  prompts: both refused. AnimateDiff also replaces `inner_model.forward`: guided through it (webui.animatediff).
 * Incantations (v0xie/sd-webui-incantations, scripts/pag.py, smoothed_energy_guidance.py): PAG and SEG
   keep their state in `p.incant_cfg_params` and add `(x_out[cond] - pag_x_out) * scale` in a replaced
   combine_denoised, from the output rows our update already changed: refused while active.
-* Regional Prompter, AnimateDiff: refused by their scripts (webui/peers.py).
+* Regional Prompter: refused by its script (webui/peers.py); AnimateDiff is guided on A1111.
 
 Nothing here imports a host module; the host objects arrive as arguments.
 """
@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..webui import peers
+from ..webui import animatediff, peers
 from ..webui.generation import UnsupportedInput
 
 __all__ = [
@@ -100,7 +100,8 @@ def _name_of_forward(fn: Any) -> str:
 def refusal(p: Any, sd_model: Any, denoiser: Any) -> str | None:
     """Why this generation cannot be guided beside the extensions active in it, or None (checked before any
     low-resolution call, so a refusal costs nothing and the host's own output is kept)."""
-    reason = peers.refusal_by_scripts(p)
+    # AnimateDiff is guided on A1111: the adapter sends the low-res call through its own forward
+    reason = peers.refusal_by_scripts(p, animatediff_guided=True)
     if reason is not None:
         return reason
     sag = peers.find_script(p, SAG)
@@ -122,7 +123,11 @@ def refusal(p: Any, sd_model: Any, denoiser: Any) -> str | None:
                 "which already carry the guidance, so the guidance would be scaled by its weight too"
             )
     inner = getattr(denoiser, "inner_model", None)
-    if inner is not None and "forward" in getattr(inner, "__dict__", {}):
+    if (
+        inner is not None
+        and "forward" in getattr(inner, "__dict__", {})
+        and animatediff.animatediff_run(inner) is None
+    ):
         return (
             f"{_name_of_forward(inner.forward)} replaced the model's forward: the low-resolution call "
             "would go through it"

@@ -40,6 +40,28 @@ def _downsample_spatial(obj: Any, query: LowResQuery, size: tuple[int, int]) -> 
     return obj
 
 
+def set_common_settings(
+    wrapper: torch.nn.Module,
+    denoiser: Callable[..., torch.Tensor],
+    base_size: int | tuple[int, int],
+    guidance_scale: float,
+    eta: float,
+    sigma_to_t: Callable[[torch.Tensor], torch.Tensor] | None,
+    resampler: str,
+) -> None:
+    """Validate and store the settings every guided-denoiser wrapper has (image and video)."""
+    if not callable(denoiser):
+        raise ValueError("denoiser must be callable as denoiser(x, sigma, **extra)")
+    wrapper.inner_model = denoiser
+    wrapper.base_size = _size_pair(base_size, "base size")
+    wrapper.guidance_scale = validate_guidance_scale(guidance_scale)
+    wrapper.eta = validate_eta(eta)
+    if resampler not in RESAMPLER_KINDS:
+        raise ValueError(f"resampler must be one of {', '.join(RESAMPLER_KINDS)}; got {resampler!r}")
+    wrapper.resampler = resampler
+    wrapper.convention = KarrasSigma(sigma_to_t)
+
+
 class UpsampleGuidedDenoiser(torch.nn.Module):
     """Wrap a k-diffusion denoiser so that sampling above its base size keeps the base size's layout.
 
@@ -63,16 +85,7 @@ class UpsampleGuidedDenoiser(torch.nn.Module):
         resampler: str = "auto",
     ):
         super().__init__()
-        if not callable(denoiser):
-            raise ValueError("denoiser must be callable as denoiser(x, sigma, **extra)")
-        self.inner_model = denoiser
-        self.base_size = _size_pair(base_size, "base size")
-        self.guidance_scale = validate_guidance_scale(guidance_scale)
-        self.eta = validate_eta(eta)
-        if resampler not in RESAMPLER_KINDS:
-            raise ValueError(f"resampler must be one of {', '.join(RESAMPLER_KINDS)}; got {resampler!r}")
-        self.resampler = resampler
-        self.convention = KarrasSigma(sigma_to_t)
+        set_common_settings(self, denoiser, base_size, guidance_scale, eta, sigma_to_t, resampler)
 
     def plan_for(self, size: tuple[int, int]) -> LowResPlan | None:
         """The low-res plan for a spatial size (H, W), or None when it is not larger than the base."""

@@ -12,7 +12,9 @@ variance 1 to white noise of variance 1/k, where k = prod(N_i / n_i) is the numb
 low-resolution sample.
 
 Axes are counted from the end: a resampler built for sizes (H, W) acts on the last two axes of x, one built
-for (F, H, W) also on the frame axis (video latents).
+for (F, H, W) also on the frame axis (video latents). The pair may differ per axis (e.g. box along frames
+and spectral in space): separable operators on different axes commute, so every property above still holds,
+with k the product of the per-axis ratios.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class _MatrixCache:
 class Resampler:
     """A D/U pair from `high_size` to `low_size` on the trailing len(high_size) axes.
 
-    `k` is the pixel ratio prod(high / low) (a float; 4.0 at 2x per axis).
+    `k` is the pixel ratio prod(high / low) (a float; 4.0 at 2x per axis). `kind` is "box" or "spectral"
+    when every resampled axis uses that pair, "mixed" otherwise (`axis_kinds` has one entry per axis).
     """
 
     high_size: tuple[int, ...]
@@ -102,6 +105,11 @@ class Resampler:
     @property
     def k(self) -> float:
         return math.prod(self.high_size) / math.prod(self.low_size)
+
+    @property
+    def axis_kinds(self) -> tuple[str, ...]:
+        """Per trailing axis: "identity", "box" or "spectral"."""
+        return tuple(op.kind for op in self._axes)
 
     def _check(self, x: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
         n = len(expected)
@@ -158,15 +166,21 @@ class Resampler:
         return out.movedim(-1, axis).to(x.dtype)
 
 
-def make_resampler(high_size: tuple[int, ...], low_size: tuple[int, ...], kind: str = "auto") -> Resampler:
+def make_resampler(
+    high_size: tuple[int, ...], low_size: tuple[int, ...], kind: str | tuple[str, ...] = "auto"
+) -> Resampler:
     """Build the D/U pair between `high_size` and `low_size` (trailing axes, same count).
 
     kind: "box" needs every high size to be an integer multiple of its low size; "spectral" works for any
-    sizes with low <= high; "auto" takes box where every axis divides exactly, else spectral.
+    sizes with low <= high; "auto" takes box where every axis divides exactly, else spectral (on all axes).
+    A tuple gives one of these per axis (video: e.g. ("auto", "spectral", "spectral") = box along frames
+    where the frame count divides, spectral in space); "auto" in a tuple decides for its own axis alone.
     An axis with equal sizes is left untouched (identity).
     """
     high_size = tuple(int(v) for v in high_size)
     low_size = tuple(int(v) for v in low_size)
+    if isinstance(kind, tuple | list):
+        return _make_per_axis(high_size, low_size, tuple(kind))
     if kind not in RESAMPLER_KINDS:
         raise ValueError(f"resampler must be one of {', '.join(RESAMPLER_KINDS)}; got {kind!r}")
     if len(high_size) != len(low_size) or not high_size:
@@ -190,3 +204,16 @@ def make_resampler(high_size: tuple[int, ...], low_size: tuple[int, ...], kind: 
         _AxisOp(hi, lo, "identity" if hi == lo else kind) for hi, lo in zip(high_size, low_size, strict=True)
     )
     return Resampler(high_size, low_size, kind, axes, _MatrixCache())
+
+
+def _make_per_axis(
+    high_size: tuple[int, ...], low_size: tuple[int, ...], kinds: tuple[str, ...]
+) -> Resampler:
+    if len(kinds) != len(high_size):
+        raise ValueError(f"one resampler kind per axis is needed: {len(high_size)} axes, got {kinds}")
+    axes = []
+    for hi, lo, kind in zip(high_size, low_size, kinds, strict=True):
+        axes.append(make_resampler((hi,), (lo,), kind)._axes[0])  # validates sizes and kind per axis
+    used = {op.kind for op in axes} - {"identity"}
+    overall = used.pop() if len(used) == 1 else ("mixed" if used else "box")
+    return Resampler(high_size, low_size, overall, tuple(axes), _MatrixCache())

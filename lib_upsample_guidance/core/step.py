@@ -15,6 +15,7 @@ update all live here and in the modules it calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,6 +24,9 @@ from .guidance import guided
 from .planner import LowResPlan
 from .resample import Resampler
 from .schedule import guidance_weight, validate_eta, validate_guidance_scale
+
+if TYPE_CHECKING:  # video.py imports this module
+    from .video import VideoPlan
 
 __all__ = ["LowResQuery", "prepare_low_res_query"]
 
@@ -54,19 +58,21 @@ def prepare_low_res_query(
     x: torch.Tensor,
     level: torch.Tensor | float,
     *,
-    plan: LowResPlan | None,
+    plan: LowResPlan | VideoPlan | None,
     convention: NoiseConvention,
     guidance_scale: float,
     eta: float,
 ) -> LowResQuery | None:
-    """The low-res query for noisy input x ([B, ..., H, W]) at `level`, or None when nothing is guided.
+    """The low-res query for noisy input x ([B, ..., H, W], or [B, C, F, H, W] with a video plan) at `level`,
+    or None when nothing is guided.
 
     None when there is no plan (target not larger than the base) or the schedule gives weight 0 to every
     row. Raises ValueError when x's trailing size is not the plan's target size.
     """
     if plan is None:
         return None
-    if x.ndim < 3 or tuple(x.shape[-2:]) != plan.target_size:
+    n_axes = len(plan.target_size)  # (H, W), or (F, H, W) for a video plan
+    if x.ndim < n_axes + 1 or tuple(x.shape[-n_axes:]) != tuple(plan.target_size):
         raise ValueError(
             f"upsample guidance: the input has shape {tuple(x.shape)}, but the plan is for a target of "
             f"{plan.target_size}"

@@ -66,24 +66,29 @@ def _fit_background(img: np.ndarray) -> np.ndarray:
 
 def _components(mask: np.ndarray) -> list[int]:
     """Sizes of the 4-connected components of a boolean (H, W) mask (iterative flood fill)."""
+    return [n for n, _, _ in components_with_centroids(mask)]
+
+
+def components_with_centroids(mask: np.ndarray) -> list[tuple[int, float, float]]:
+    """(size, mean x, mean y) of each 4-connected component of a boolean (H, W) mask, in pixels with
+    pixel centres at +0.5 (iterative flood fill)."""
     h, w = mask.shape
     seen = np.zeros_like(mask)
-    sizes = []
+    found = []
     for y0, x0 in zip(*np.nonzero(mask), strict=True):
         if seen[y0, x0]:
             continue
         seen[y0, x0] = True
-        stack = [(int(y0), int(x0))]
-        n = 0
+        stack, n, sx, sy = [(int(y0), int(x0))], 0, 0.0, 0.0
         while stack:
             y, x = stack.pop()
-            n += 1
+            n, sx, sy = n + 1, sx + x + 0.5, sy + y + 0.5
             for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
                 if 0 <= yy < h and 0 <= xx < w and mask[yy, xx] and not seen[yy, xx]:
                     seen[yy, xx] = True
                     stack.append((yy, xx))
-        sizes.append(n)
-    return sizes
+        found.append((n, sx / n, sy / n))
+    return found
 
 
 def foreground_mask(image: torch.Tensor) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -72,17 +73,56 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training {n_params} parameters at {args.size}x{args.size}, {args.minutes} min budget", flush=True)
 
+    def batch_loss() -> torch.Tensor:
+        x0, _ = sample_batch(args.batch, args.size, gen, with_info=False)
+        return v_loss(model, x0, gen)
+
+    train_with_ema(
+        model,
+        ema,
+        opt,
+        batch_loss,
+        args,
+        lr_floor=0.1,
+        save=lambda step, seconds, curve: _save(ema, cfg, args, step, seconds, curve),
+    )
+    return 0
+
+
+def train_with_ema(
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch_loss: Callable[[], torch.Tensor],
+    args: argparse.Namespace,
+    *,
+    lr_floor: float,
+    save: Callable[[int, float, list[dict[str, float]]], None],
+) -> int:
+    """The demos' training loop; returns the number of steps run.
+
+    Runs until args.minutes of budget or args.max_steps: learning rate
+    args.lr * min(1, (step + 1) / 200) * (lr_floor + (1 - lr_floor) (1 + cos(pi * spent / budget)) / 2).
+    The budget is wall time, or with args.budget == "cpu" (if present) the process' CPU time: on a shared
+    machine a one-thread run then does the same work whatever the load.
+    gradient norm clipped to 1, EMA decay min(args.ema, (1 + step) / (10 + step)); logs the mean loss every 50
+    steps and calls save(step, seconds, curve) every 500 steps and at the end.
+    """
     curve: list[dict[str, float]] = []
-    t0 = time.time()
+    clock = time.process_time if getattr(args, "budget", "wall") == "cpu" else time.time
+    t0, c0 = time.time(), clock()
     acc, acc_n, step = 0.0, 0, 0
     budget = args.minutes * 60
-    while step < args.max_steps and time.time() - t0 < budget:
-        frac = (time.time() - t0) / budget
-        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    while step < args.max_steps and clock() - c0 < budget:
+        frac = (clock() - c0) / budget
+        lr = (
+            args.lr
+            * min(1.0, (step + 1) / 200)
+            * (lr_floor + (1 - lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
-        x0, _ = sample_batch(args.batch, args.size, gen, with_info=False)
-        loss = v_loss(model, x0, gen)
+        loss = batch_loss()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -96,14 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         acc_n += 1
         if step % 50 == 0:
             elapsed = time.time() - t0
-            curve.append({"step": step, "seconds": round(elapsed, 1), "loss": acc / acc_n, "lr": lr})
+            point = {"step": step, "seconds": round(elapsed, 1), "loss": acc / acc_n, "lr": lr}
+            if clock is not time.time:
+                point["cpu_seconds"] = round(clock() - c0, 1)
+            curve.append(point)
             print(f"step {step} t={elapsed:.0f}s loss={acc / acc_n:.4f} lr={lr:.2e}", flush=True)
             acc, acc_n = 0.0, 0
             if step % 500 == 0:
-                _save(ema, cfg, args, step, time.time() - t0, curve)
-    _save(ema, cfg, args, step, time.time() - t0, curve)
+                save(step, time.time() - t0, curve)
+    save(step, time.time() - t0, curve)
     print(f"done: {step} steps in {time.time() - t0:.0f}s -> {args.out}", flush=True)
-    return 0
+    return step
 
 
 def plot_record(record_path: Path) -> Path:
@@ -136,8 +179,6 @@ def _save(
     seconds: float,
     curve: list[dict[str, float]],
 ) -> None:
-    from safetensors.torch import save_file
-
     command = "python -m lib_upsample_guidance.demo.train " + " ".join(sys.argv[1:])
     meta = config_to_metadata(cfg)
     meta.update(
@@ -150,9 +191,6 @@ def _save(
             "command": command,
         }
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()}
-    save_file(sd, str(args.out), metadata=meta)
     record = {
         "command": command,
         "seed": args.seed,
@@ -166,8 +204,18 @@ def _save(
         "parameters": sum(p.numel() for p in ema.parameters()),
         "loss_curve": curve,
     }
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps(record, indent=1))
+    save_ema(ema, meta, args.out, record, args.record)
+
+
+def save_ema(ema: torch.nn.Module, meta: dict[str, str], out: Path, record: dict, record_path: Path) -> None:
+    """Write the EMA weights as fp16 safetensors with `meta`, and the training record as JSON."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to(torch.float16).contiguous() for k, v in ema.state_dict().items()}
+    save_file(sd, str(out), metadata=meta)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,8 +68,10 @@ def _enabled_flag(value: Any) -> bool:
     return bool(getattr(value, "enable", False))
 
 
-def refusal_by_scripts(p: Any) -> str | None:
+def refusal_by_scripts(p: Any, *, animatediff_guided: bool = False) -> str | None:
     """Why guidance cannot run beside an extension active in this generation (seen on its script), or None.
+    animatediff_guided: the adapter sends the low-res call through AnimateDiff's own path (A1111), so an
+    enabled AnimateDiff is not a reason.
 
     * Regional Prompter (hako-mikan/sd-webui-regional-prompter, `Script.active` set in its process()):
       its regions are computed for the full-size latent (attention masks, and in Latent mode a per-region
@@ -83,7 +85,7 @@ def refusal_by_scripts(p: Any) -> str | None:
             "Regional Prompter is active: its regions are laid out for the full-size latent and the "
             "low-resolution call would not follow them"
         )
-    ad = find_script(p, ANIMATEDIFF)
+    ad = None if animatediff_guided else find_script(p, ANIMATEDIFF)
     if ad is not None and any(_enabled_flag(arg) for arg in script_args(p, ad)[:1]):
         return (
             "AnimateDiff is enabled: its motion modules and context windows are built for the full-size "

@@ -1,0 +1,149 @@
+"""The A1111 adapter with AnimateDiff (stand-in written from sd-webui-animatediff a88e889, see
+tests/hosts/a1111/animatediff/README.md): the low-res call goes through AnimateDiff's own forward, so its
+motion module sees the frames together; spatial guidance at the clip's frame count, temporal guidance (Auto =
+frames / context length) with AnimateDiff told the low-res frame count for that one call.
+
+The expected values are computed here with the stand-in's hooked forward and plain torch pooling / repeats,
+sigma / sqrt(k) and the host's CFG rule, never through lib_upsample_guidance.
+"""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_a1111_adapter import combine, cond_dict, helpers, setup_call
+
+AD_DIR = Path(__file__).parent / "hosts" / "a1111" / "animatediff"
+UG_ON = [True, 1.0, 1.0, "64", "box", True]  # eta 1; 128 px target (16 latent), 64 px base: 2x in space
+
+
+def _load(name, file):
+    spec = importlib.util.spec_from_file_location(name, AD_DIR / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def host():
+    with helpers.a1111_host() as h:
+        yield h
+
+
+@pytest.fixture
+def animatediff(monkeypatch):
+    mm = _load("scripts.animatediff_mm", "animatediff_mm.py")
+    monkeypatch.setitem(sys.modules, "scripts.animatediff_mm", mm)
+    infv2v = _load("scripts.animatediff_infv2v", "animatediff_infv2v.py")
+    monkeypatch.setitem(sys.modules, "scripts.animatediff_infv2v", infv2v)
+    return mm, infv2v
+
+
+def start(host, animatediff, frames, context, ug_args=UG_ON, prompts=None):
+    mm, infv2v = animatediff
+    mm.mm_animatediff.ad_params = mm.ADParams(video_length=frames, batch_size=context, overlap=1)
+    model = host.tiny_sd.TinySDModel(dtype=torch.float64)
+    prompts = prompts or [f"frame {i} of a ball rolling" for i in range(frames)]  # prompt travel: per frame
+    p, sampler, args = setup_call(host, model, "Euler", prompts, ["blurry"] * frames, ug_args)
+    infv2v.install(sampler.model_wrap_cfg)
+    return mm.mm_animatediff.ad_params, model, p, sampler, args
+
+
+def batch_rows(args):
+    """The CFG batch the host builds: [cond frames, uncond frames] (rows, sigmas, text, image cond)."""
+    from modules import prompt_parser
+
+    conds_list, tensor = prompt_parser.reconstruct_multicond_batch(args["cond"], 0)
+    uncond = prompt_parser.reconstruct_cond_batch(args["uncond"], 0)
+    x, s, ic = args["x"], args["sigma"], args["image_cond"]
+    return torch.cat([x, x]), torch.cat([s, s]), torch.cat([tensor, uncond]), torch.cat([ic, ic]), conds_list
+
+
+def down3(rows, m_t):
+    """[(2 F), C, H, W] -> [(2 F/m_t), C, H/2, W/2]: mean of m_t consecutive frames per video, 2x2 pooling."""
+    v = rows.reshape(2, rows.shape[0] // 2, *rows.shape[1:])
+    v = v.reshape(2, v.shape[1] // m_t, m_t, *v.shape[2:]).mean(dim=2).flatten(0, 1)
+    return torch.nn.functional.avg_pool2d(v, 2) if v.ndim == 4 and v.shape[-1] > 1 else v
+
+
+def up3(rows, m_t):
+    v = rows.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+    return v.reshape(2, v.shape[0] // 2, *v.shape[1:]).repeat_interleave(m_t, dim=1).flatten(0, 1)
+
+
+def down_text(rows, m_t):
+    v = rows.reshape(2, rows.shape[0] // 2, *rows.shape[1:])
+    return v.reshape(2, v.shape[1] // m_t, m_t, *v.shape[2:]).mean(dim=2).flatten(0, 1)
+
+
+@pytest.mark.parametrize("frames,context,m_t", [(4, 4, 1), (8, 4, 2)], ids=["spatial", "temporal+spatial"])
+def test_guided_step_through_animatediffs_forward(host, animatediff, frames, context, m_t):
+    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+    inner = sampler.model_wrap_cfg.inner_model
+    seen = []
+    mm_motion = animatediff[1].motion
+    animatediff[1].motion = lambda out: (
+        seen.append((out.shape[0], ad.video_length, ad.batch_size)),
+        mm_motion(out),
+    )[1]
+
+    got = sampler.model_wrap_cfg(**args)
+    calls = list(seen)
+    assert (ad.video_length, ad.batch_size) == (frames, context)  # restored after the low-res call
+
+    x2, s2, text2, ic2, conds_list = batch_rows(args)
+    seen.clear()
+    den = inner(x2, s2, cond=cond_dict(model, text2, ic2))
+    k = m_t * 4
+    ad.video_length, ad.batch_size = frames // m_t, min(context, frames // m_t)
+    try:
+        den_low = inner(
+            down3(x2, m_t),
+            s2[: 2 * frames // m_t] / math.sqrt(k),
+            cond=cond_dict(model, down_text(text2, m_t), down3(ic2, m_t)),
+        )
+    finally:
+        ad.video_length, ad.batch_size = frames, context
+    guided = den + up3(den_low - down3(den, m_t), m_t)
+    want = combine(guided, conds_list, frames, 5.0)
+    assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
+    # the low-res call was AnimateDiff's: the motion stand-in saw the low-res frames as one group per video
+    low_frames = frames // m_t
+    assert calls[-1] == (2 * min(context, low_frames), low_frames, min(context, low_frames))
+    if m_t == 2:
+        assert len(calls) == 3 + 1  # three windows at full length, ONE window holding the whole low-res clip
+    assert p.extra_generation_params["UG scale"] == "1"
+    assert p.extra_generation_params["UG temporal factor"] == "auto"
+    assert p.extra_generation_params["UG frames"] == f"{frames} -> {low_frames}"
+    # and guidance changed the step
+    _, _, _, sampler0, args0 = start(host, animatediff, frames, context, ug_args=[False])
+    assert (got - sampler0.model_wrap_cfg(**args0)).abs().max() > 1e-3
+
+
+def test_and_prompts_with_animatediff_are_refused_once_and_the_step_is_plain(host, animatediff, capsys):
+    prompts = ["a AND b"] * 4
+    ad, model, p, sampler, args = start(host, animatediff, 4, 4, prompts=prompts)
+    got = sampler.model_wrap_cfg(**args)
+    _, _, _, sampler0, args0 = start(host, animatediff, 4, 4, ug_args=[False], prompts=prompts)
+    assert torch.equal(got, sampler0.model_wrap_cfg(**args0))
+    err = capsys.readouterr()
+    assert (err.out + err.err).count("AND prompts and edit models are not supported with AnimateDiff") == 1
+
+
+def test_other_forward_replacements_are_still_refused(host, animatediff, capsys):
+    """Only AnimateDiff's forward is recognised: another instance forward (Tiled Diffusion) is refused."""
+    from types import MethodType
+
+    ad, model, p, sampler, args = start(host, animatediff, 4, 4)
+    inner = sampler.model_wrap_cfg.inner_model
+
+    def tiled_forward(self, x, sigma, cond):
+        return self.original_forward(x, sigma, cond=cond)
+
+    inner.forward = MethodType(tiled_forward, inner)
+    sampler.model_wrap_cfg(**args)
+    err = capsys.readouterr()
+    assert "replaced the model's forward" in err.out + err.err

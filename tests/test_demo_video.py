@@ -1,0 +1,142 @@
+"""The video demo: data, tracker, model, the core's video wrapper on the real network (frames-axis and
+AnimateDiff-style folded layouts agree with an independent computation), training/loading round trip and
+the command lines' input checks. No shipped weights needed (a random-weight model is enough here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lib_upsample_guidance.__main__ import main as cli_main
+from lib_upsample_guidance.demo.video import pipeline
+from lib_upsample_guidance.demo.video.dataset import sample_clips
+from lib_upsample_guidance.demo.video.model import VideoUNet, VideoUNetConfig
+from lib_upsample_guidance.demo.video.tracker import check_clip, check_clips
+from lib_upsample_guidance.demo.video.wrapper import VideoModelDenoiser, load_video_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def net() -> VideoUNet:
+    torch.manual_seed(0)
+    model = VideoUNet(VideoUNetConfig(channels=(8, 16, 16), emb_dim=32, heads=2))
+    with torch.no_grad():  # non-zero output layers, so the network's answer depends on its input
+        for name, p in model.named_parameters():
+            if name.endswith(("out.weight", "conv_out.weight")):
+                p.normal_(0, 0.2)
+    return model.eval().requires_grad_(False)
+
+
+def test_clips_move_in_straight_lines_inside_the_frame():
+    clips, track = sample_clips(16, 8, 16, torch.Generator().manual_seed(0))
+    assert clips.shape == (16, 3, 8, 16, 16) and clips.min() >= -1 and clips.max() <= 1
+    steps = track[:, 1:] - track[:, :-1]
+    assert torch.allclose(steps, steps[:, :1].expand_as(steps), atol=1e-4)  # constant velocity
+    assert track.min() > 0 and track.max() < 16
+
+
+@pytest.mark.parametrize("frames,size", [(8, 16), (16, 16), (8, 32), (16, 32)])
+def test_tracker_accepts_every_data_clip(frames, size):
+    clips, _ = sample_clips(24, frames, size, torch.Generator().manual_seed(frames + size))
+    assert all(c.ok for c in check_clips(clips))
+
+
+def test_tracker_rejects_broken_motion_and_duplicates():
+    clips, track = sample_clips(16, 8, 16, torch.Generator().manual_seed(3))
+    travel = (track[:, -1] - track[:, 0]).norm(dim=1) / 16
+    clip = clips[int(travel.argmax())]
+    assert float(travel.max()) > 0.3 and check_clip(clip).ok
+    shuffled = clip[:, torch.tensor([0, 5, 2, 7, 1, 4, 3, 6])]  # same frames, scrambled order: not straight
+    assert check_clip(shuffled).one_object and not check_clip(shuffled).ok
+    twice = torch.cat([clip, clip], dim=-1)  # two objects side by side in every frame
+    assert not check_clip(twice).one_object and not check_clip(twice).ok
+
+
+def test_model_takes_more_frames_than_it_was_trained_on(net):
+    for frames in (8, 16, 24):
+        out = net(torch.randn(1, 3, frames, 16, 16), torch.tensor([0.5]))
+        assert out.shape == (1, 3, frames, 16, 16)
+
+
+def test_guided_video_step_matches_an_independent_computation(net):
+    """2x frames and 2x size (k = 8) on the real network: 3-D average pooling, nearest repeat, sigma/sqrt(8);
+    the folded layout (frames in the batch, as AnimateDiff) gives the same answer."""
+    den = VideoModelDenoiser(net)
+    s = pipeline.VideoSettings(theta=0.7, eta=1.0)
+    x = torch.randn(2, 3, 16, 32, 32, generator=torch.Generator().manual_seed(1)) * 2
+    sigma = torch.tensor([2.0, 2.0])
+    out = pipeline.guided(den, s, 16)(x, sigma)
+    d0 = den(x, sigma)
+    d_low = den(F.avg_pool3d(x, 2), sigma / math.sqrt(8))
+    expected = d0 + 0.7 * F.interpolate(d_low - F.avg_pool3d(d0, 2), scale_factor=2, mode="nearest")
+    assert torch.allclose(out, expected, atol=1e-5)
+    den_f = VideoModelDenoiser(net, folded=True)
+    xf = x.transpose(1, 2).reshape(32, 3, 32, 32)
+    out_f = pipeline.guided(den_f, s, 16, folded=True)(xf, sigma.repeat_interleave(16))
+    assert torch.allclose(out_f.reshape(2, 16, 3, 32, 32).transpose(1, 2), out, atol=1e-5)
+
+
+def test_methods_and_zero_guidance(net):
+    den = VideoModelDenoiser(net)
+    eps = pipeline.initial_noise(1, 16, 32, 0)
+    s0 = pipeline.VideoSettings(steps=2, theta=0.0)
+    plain = pipeline.run_method("plain", den, eps, s0).clips
+    assert torch.equal(pipeline.run_method("ug", den, eps, s0).clips, plain)
+    s = pipeline.VideoSettings(steps=2)
+    ug = pipeline.run_method("ug", den, eps, s)
+    assert not torch.equal(ug.clips, plain)
+    assert torch.allclose(pipeline.run_method("ug_folded", den, eps, s).clips, ug.clips, atol=1e-5)
+    base = pipeline.run_method("base", den, eps, s)
+    assert base.clips.shape == (1, 3, 8, 16, 16)
+    # cost: each guided step adds 1/k = 1/8 of a target evaluation
+    assert ug.model_pixels == 2 * (16 * 32 * 32 + 8 * 16 * 16)
+
+
+def test_train_writes_loadable_safetensors(tmp_path):
+    from lib_upsample_guidance.demo.video import train
+
+    out, record = tmp_path / "v.safetensors", tmp_path / "v.json"
+    args = ["--max-steps", "2", "--minutes", "5", "--channels", "8,16,16", "--batch", "2", "--out", str(out)]
+    assert train.main([*args, "--record", str(record)]) == 0
+    model, meta = load_video_model(out)
+    assert meta["base_frames"] == "8" and meta["base_size"] == "16" and meta["steps"] == "2"
+    assert model(torch.zeros(1, 3, 8, 16, 16), torch.tensor([0.5])).shape == (1, 3, 8, 16, 16)
+    with pytest.raises(ValueError, match="cannot load"):
+        load_video_model(record)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "video", "--cells", "space"],
+        ["bench", "video", "--n", "1"],
+        ["bench", "video", "--eta", "2"],
+        ["demo", "video", "--frames", "3"],
+        ["demo", "video", "--frames", "1", "--size", "1"],
+        ["demo", "video", "--n", "0"],
+    ],
+)
+def test_bad_input_is_one_message_and_status_2(argv, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("[Upsample guidance]") and "Traceback" not in err
+
+
+def test_missing_weights_are_a_message(tmp_path, capsys):
+    assert cli_main(["bench", "video", "--weights", str(tmp_path / "none.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_shipped_weights_are_small_safetensors_with_a_training_record():
+    from lib_upsample_guidance.demo.video.wrapper import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.exists():
+        pytest.skip("no video weights shipped yet")
+    assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000
+    model, meta = load_video_model()
+    assert meta["command"].startswith("python -m lib_upsample_guidance.demo.video.train")
+    assert meta["base_frames"] == "8" and meta["base_size"] == "16" and int(meta["steps"]) > 0
