@@ -12,7 +12,7 @@ from modules import script_callbacks, scripts, shared
 
 from lib_upsample_guidance.adapters import a1111, forge
 from lib_upsample_guidance.core.planner import MODEL_FAMILIES
-from lib_upsample_guidance.webui import forecast, host, infotext, settings_tab, ui, xyz
+from lib_upsample_guidance.webui import animatediff, forecast, host, infotext, settings_tab, ui, xyz
 from lib_upsample_guidance.webui.settings import (
     DEFAULT_FAMILY_BASES,
     OVERRIDE_ATTRS,
@@ -110,7 +110,11 @@ class UpsampleGuidanceScript(scripts.Script):
         # and height to the readout only on the first build
         wire = all(size) and tab not in self._built
         self._built.add(tab)
-        controls = ui.build(self.elem_id, defaults, _readout, tuple(size) if wire else None)
+        # the temporal factor applies to AnimateDiff jobs, which only A1111 guides
+        show_temporal = not host.is_forge_family(HOST) and animatediff.installed()
+        controls = ui.build(
+            self.elem_id, defaults, _readout, tuple(size) if wire else None, show_temporal=show_temporal
+        )
         self.infotext_fields = controls.infotext_fields
         self.paste_field_names = list(infotext.KEYS)
         return controls.inputs

@@ -371,7 +371,7 @@ def _paste(host, infotext_text):
 
     from lib_upsample_guidance.webui import ui
 
-    components = [_Component(v) for v in (False, 1.0, 0.6, "Auto", "auto", True)]
+    components = [_Component(v) for v in (False, 1.0, 0.6, "Auto", "auto", True, "Auto")]
     spec = ui.paste_spec()
     params = infotext_utils.parse_generation_parameters(infotext_text)
     pasted = infotext_utils.paste_values([(c, s[1]) for c, s in zip(components, spec, strict=True)], params)
@@ -382,7 +382,8 @@ def test_infotext_round_trip(host):
     args = [True, 1.15, 0.45, "64", "spectral", False]
     p, r = run(host, args, width=128, height=128, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2)
     values = _paste(host, r.infotexts[0])
-    assert values == [True, 1.15, 0.45, "64", "spectral", False]
+    # no AnimateDiff here: no temporal factor key, that control stays as it was
+    assert values == [True, 1.15, 0.45, "64", "spectral", False, "Auto"]
     _, again = run(host, values, width=128, height=128, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2)
     assert same(r, again)
     # infotext without our keys turns the feature off

@@ -72,8 +72,8 @@ def test_dict_form_and_overrides():
     assert (s.enabled, s.guidance_scale, s.base_resolution) == (True, 1.1, None)
     with pytest.raises(ValueError, match="set the same field"):
         UGSettings.from_dict({"scale": 1, "guidance_scale": 1})
-    with pytest.raises(ValueError, match="at most 6"):
-        UGSettings.from_script_args([True] * 7)
+    with pytest.raises(ValueError, match="at most 7"):
+        UGSettings.from_script_args([True] * 8)
     o = s.with_overrides({"ug_scale": 0.5, "ug_base": 640, "ug_enabled": False, "unrelated": 1})
     assert (o.guidance_scale, o.base_resolution, o.enabled) == (0.5, 640, False)
     with pytest.raises(ValueError, match="'eta'"):
@@ -148,3 +148,44 @@ def test_xyz_specs_parse_like_the_settings():
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        (None, None),
+        ("auto", None),
+        ("Auto", None),
+        ("", None),
+        (0, None),
+        ("0", None),
+        (2, 2.0),
+        ("1.5", 1.5),
+        (8, 8.0),
+        (1, 1.0),
+    ],
+)
+def test_temporal_factor_values(raw, want):
+    s = UGSettings.from_script_args([True, 1, 0.6, "Auto", "auto", True, raw])
+    assert s.temporal_factor == want
+    assert UGSettings.from_dict({"temporal_factor": raw}).temporal_factor == want
+    assert UGSettings.from_script_args(s.as_args()) == s
+
+
+@pytest.mark.parametrize("raw", [0.5, 9, "x", True, float("nan"), [2]])
+def test_temporal_factor_rejects_with_a_message(raw):
+    with pytest.raises(ValueError, match="'temporal_factor' must be 'auto' or a number in \\[1, 8\\]"):
+        UGSettings(temporal_factor=raw)
+
+
+def test_temporal_factor_infotext_round_trip():
+    from lib_upsample_guidance.webui import animatediff
+
+    params = animatediff.infotext_params(2.0, 32, 16)
+    assert params == {infotext.KEY_TEMPORAL: "2", infotext.KEY_FRAMES: "32 -> 16"}
+    assert infotext.parse_params(params) == {"temporal_factor": 2.0}
+    assert infotext.paste_field("temporal_factor")(params) == "2"
+    auto = animatediff.infotext_params(None, 32, 16)
+    assert infotext.paste_field("temporal_factor")(auto) == "Auto"
+    assert infotext.paste_field("temporal_factor")({}) is None
+    assert infotext.KEY_FRAMES in infotext.ALL_KEYS  # cleared with the other keys

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from . import infotext
+
 __all__ = [
     "ANIMATEDIFF_MM_MODULE",
     "AnimateDiffRun",
@@ -44,8 +46,6 @@ __all__ = [
     "infotext_params",
 ]
 
-KEY_TEMPORAL = "UG temporal factor"  # the setting ("auto" or a number)
-KEY_FRAMES = "UG frames"  # what it did: "32 -> 16" (frames of the clip -> of the low-res query)
 
 ANIMATEDIFF_MM_MODULE = "scripts.animatediff_mm"  # holds mm_animatediff (its ad_params: the running job)
 ANIMATEDIFF_FORWARD = "mm_sd_forward"
@@ -76,10 +76,10 @@ def animatediff_run(inner_model: Any) -> AnimateDiffRun | None:
     return AnimateDiffRun(params, int(params.video_length), int(params.batch_size))
 
 
-def temporal_factor(run: AnimateDiffRun, setting: float | str = "auto") -> float:
-    """The temporal factor m_t >= 1: Auto = frames / context length when the clip is longer than the motion
-    module's context, else 1 (a number is taken as given)."""
-    if setting == "auto":
+def temporal_factor(run: AnimateDiffRun, setting: float | str | None = "auto") -> float:
+    """The temporal factor m_t >= 1: Auto (None or "auto") = frames / context length when the clip is longer
+    than the motion module's context, else 1 (a number is taken as given)."""
+    if setting is None or setting == "auto":
         return run.frames / run.context if run.frames > run.context else 1.0
     value = float(setting)
     if not math.isfinite(value) or value < 1.0:
@@ -101,7 +101,17 @@ def frames_of_call(run: AnimateDiffRun, frames: int) -> Iterator[None]:
         params.video_length, params.batch_size = saved
 
 
-def infotext_params(setting: float | str, frames: int, low_frames: int) -> dict[str, str]:
+def infotext_params(setting: float | str | None, frames: int, low_frames: int) -> dict[str, str]:
     """Infotext keys of a guided AnimateDiff job: the temporal-factor setting and the frames it gave."""
-    value = "auto" if setting == "auto" else f"{float(setting):g}"
-    return {KEY_TEMPORAL: value, KEY_FRAMES: f"{frames} -> {low_frames}"}
+    value = "auto" if setting is None or setting == "auto" else f"{float(setting):g}"
+    return {infotext.KEY_TEMPORAL: value, infotext.KEY_FRAMES: f"{frames} -> {low_frames}"}
+
+
+def installed() -> bool:
+    """True when sd-webui-animatediff is among the WebUI's active extensions (A1111; inside a WebUI only)."""
+    try:
+        from modules import extensions
+
+        return any("animatediff" in str(getattr(e, "name", "")).lower() for e in extensions.active())
+    except Exception:
+        return False

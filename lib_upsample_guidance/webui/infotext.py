@@ -43,6 +43,8 @@ __all__ = [
     "KEY_BASE",
     "KEY_RESAMPLER",
     "KEY_HIRES",
+    "KEY_TEMPORAL",
+    "KEY_FRAMES",
     "KEYS",
     "KEY_STOPPED",
     "ALL_KEYS",
@@ -58,6 +60,8 @@ KEY_ETA = "UG eta"
 KEY_BASE = "UG base"
 KEY_RESAMPLER = "UG resampler"
 KEY_HIRES = "UG hires pass"
+KEY_TEMPORAL = "UG temporal factor"  # AnimateDiff jobs: the setting ("auto" or a number)
+KEY_FRAMES = "UG frames"  # AnimateDiff jobs: what it did, "32 -> 16" (clip frames -> low-res query frames)
 
 KEYS: dict[str, str] = {
     KEY_SCALE: "guidance_scale",
@@ -65,11 +69,12 @@ KEYS: dict[str, str] = {
     KEY_BASE: "base_resolution",
     KEY_RESAMPLER: "resampler",
     KEY_HIRES: "guide_hires_pass",
+    KEY_TEMPORAL: "temporal_factor",
 }
 """Infotext key -> settings field."""
 
 KEY_STOPPED = "UG stopped"
-ALL_KEYS: tuple[str, ...] = (*KEYS, KEY_STOPPED)
+ALL_KEYS: tuple[str, ...] = (*KEYS, KEY_FRAMES, KEY_STOPPED)
 """Every key this extension writes (cleared together)."""
 
 _FIELD_TO_KEY = {field: key for key, field in KEYS.items()}
@@ -80,6 +85,7 @@ _PARSE: dict[str, Callable[[Any], Any]] = {
     "base_resolution": lambda v: _settings.parse_base_resolution(v, "base_resolution"),
     "resampler": lambda v: _settings.parse_resampler(v, "resampler"),
     "guide_hires_pass": lambda v: _settings.parse_bool(v, "hires_pass"),
+    "temporal_factor": lambda v: _settings.parse_temporal_factor(v, "temporal_factor"),
 }
 
 
@@ -156,7 +162,7 @@ def paste_enabled(params: Any) -> bool:
 def paste_field(field: str, warn: Callable[[str], None] = _warn) -> Callable[[Any], Any]:
     """A paste callable for one control: the parsed value, or None (leave the control as it is).
 
-    The base resolution is returned as the dropdown's text ("Auto" or e.g. "512").
+    The base resolution and the temporal factor are returned as their dropdown's text ("Auto", "512", "2").
     """
     key = _FIELD_TO_KEY[field]
 
@@ -167,18 +173,25 @@ def paste_field(field: str, warn: Callable[[str], None] = _warn) -> Callable[[An
         except Exception:
             return None
         value = parse_params({key: params[key]}, warn).get(field)
-        if value is None:
-            return "Auto" if field == "base_resolution" and _is_auto(params[key]) else None
-        if field == "base_resolution":
-            return str(value)
+        if field in _DROPDOWNS:
+            if value is None:
+                return "Auto" if _is_auto(params[key], _DROPDOWNS[field]) else None
+            return f"{value:g}"
         return value
 
     paste.__name__ = f"paste_{field}"
     return paste
 
 
-def _is_auto(raw: Any) -> bool:
+_DROPDOWNS: dict[str, Callable[[Any], Any]] = {
+    "base_resolution": _settings.parse_base_resolution,
+    "temporal_factor": _settings.parse_temporal_factor,
+}
+"""Fields whose control is a dropdown with an "Auto" choice: their parser (None = auto)."""
+
+
+def _is_auto(raw: Any, parse: Callable[[Any], Any]) -> bool:
     try:
-        return _settings.parse_base_resolution(raw) is None
+        return parse(raw) is None
     except Exception:
         return False

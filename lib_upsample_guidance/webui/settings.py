@@ -30,11 +30,13 @@ __all__ = [
     "SCALE_RANGE",
     "ETA_RANGE",
     "BASE_RANGE",
+    "TEMPORAL_RANGE",
     "UGSettings",
     "parse_bool",
     "parse_float",
     "parse_base_resolution",
     "parse_resampler",
+    "parse_temporal_factor",
     "DEFAULT_FAMILY_BASES",
     "model_family",
     "WARNING_PREFIX",
@@ -67,6 +69,7 @@ RESAMPLERS: tuple[str, ...] = RESAMPLER_KINDS
 SCALE_RANGE: tuple[float, float] = (0.0, 10.0)
 ETA_RANGE: tuple[float, float] = (0.0, 1.0)
 BASE_RANGE: tuple[int, int] = (64, 8192)
+TEMPORAL_RANGE: tuple[float, float] = (1.0, 8.0)
 
 ARG_ORDER: tuple[str, ...] = (
     "enabled",
@@ -75,6 +78,7 @@ ARG_ORDER: tuple[str, ...] = (
     "base_resolution",
     "resampler",
     "guide_hires_pass",
+    "temporal_factor",
 )
 """Field order of the positional script args (= order of the UI controls)."""
 
@@ -88,6 +92,7 @@ DICT_KEYS: dict[str, str] = {
     "resampler": "resampler",
     "hires_pass": "guide_hires_pass",
     "guide_hires_pass": "guide_hires_pass",
+    "temporal_factor": "temporal_factor",
 }
 """Accepted keys of the dict form -> field name."""
 
@@ -177,6 +182,29 @@ def parse_resampler(value: Any, field: str = "resampler") -> str:
     raise _fail(field, "one of " + ", ".join(RESAMPLERS), value)
 
 
+def parse_temporal_factor(value: Any, field: str = "temporal_factor") -> float | None:
+    """None (= "auto": frames / the motion module's context length) or a number m_t in TEMPORAL_RANGE, the
+    ratio of the clip's frames to the low-res query's (AnimateDiff on A1111; ignored for images).
+
+    Accepts None, "auto"/"Automatic"/"" (any case), 0, or a number / numeric string.
+    """
+    lo, hi = TEMPORAL_RANGE
+    expected = f"'auto' or a number in [{lo:g}, {hi:g}]"
+    if value is None or (isinstance(value, str) and value.strip().lower() in _AUTO):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _fail(field, expected, value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise _fail(field, expected, value) from None
+    if number == 0:
+        return None
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise _fail(field, expected, value)
+    return number
+
+
 _PARSERS = {
     "enabled": lambda v: parse_bool(v, "enabled"),
     "guidance_scale": lambda v: parse_float(v, "scale", *SCALE_RANGE),
@@ -184,6 +212,7 @@ _PARSERS = {
     "base_resolution": lambda v: parse_base_resolution(v, "base_resolution"),
     "resampler": lambda v: parse_resampler(v, "resampler"),
     "guide_hires_pass": lambda v: parse_bool(v, "hires_pass"),
+    "temporal_factor": lambda v: parse_temporal_factor(v, "temporal_factor"),
 }
 
 
@@ -195,7 +224,8 @@ class UGSettings:
     ``den + w * U(den_low - D(den))`` while guidance is on. eta: fraction of the model's time axis, from the
     noisy end, on which guidance is on (w = theta where t_norm >= 1 - eta). base_resolution: the model's
     trained size in pixels, None = from the model family. resampler: "auto" | "box" | "spectral".
-    guide_hires_pass: also guide the second pass of hires fix.
+    guide_hires_pass: also guide the second pass of hires fix. temporal_factor: frames of the clip / frames of
+    the low-res query for AnimateDiff jobs, None = auto (frames / the motion module's context length).
     """
 
     enabled: bool = False
@@ -204,6 +234,7 @@ class UGSettings:
     base_resolution: int | None = None
     resampler: str = "auto"
     guide_hires_pass: bool = True
+    temporal_factor: float | None = None
 
     def __post_init__(self) -> None:
         for name in ARG_ORDER:
@@ -256,4 +287,5 @@ class UGSettings:
         """The positional form (ARG_ORDER), with base_resolution as "Auto" or its pixel value as text."""
         values = dataclasses.asdict(self)
         values["base_resolution"] = "Auto" if self.base_resolution is None else str(self.base_resolution)
+        values["temporal_factor"] = "Auto" if self.temporal_factor is None else f"{self.temporal_factor:g}"
         return [values[name] for name in ARG_ORDER]

@@ -15,10 +15,11 @@ from typing import Any
 
 from ..core.planner import plan_low_res
 from . import infotext
-from .settings import BASE_RANGE, RESAMPLERS, UGSettings, parse_base_resolution
+from .settings import BASE_RANGE, RESAMPLERS, TEMPORAL_RANGE, UGSettings, parse_base_resolution
 
 __all__ = [
     "BASE_CHOICES",
+    "TEMPORAL_CHOICES",
     "CONTROL_FIELDS",
     "Controls",
     "readout_text",
@@ -27,7 +28,16 @@ __all__ = [
 ]
 
 BASE_CHOICES = ["Auto", "512", "768", "1024"]
-CONTROL_FIELDS = ("enabled", "guidance_scale", "eta", "base_resolution", "resampler", "guide_hires_pass")
+TEMPORAL_CHOICES = ["Auto", "1", "2", "4"]
+CONTROL_FIELDS = (
+    "enabled",
+    "guidance_scale",
+    "eta",
+    "base_resolution",
+    "resampler",
+    "guide_hires_pass",
+    "temporal_factor",
+)
 """Field of each returned control, in order (= settings.ARG_ORDER)."""
 
 
@@ -106,12 +116,14 @@ def build(
     defaults: UGSettings,
     readout: Callable[..., str],
     size_inputs: tuple[Any, Any] | None = None,
+    show_temporal: bool = False,
 ) -> Controls:
     """Create the controls inside the current gradio Blocks context.
 
     elem_id: the script's elem_id(); defaults: initial values (Settings tab); readout(width, height, enabled,
     scale, eta, base, resampler) -> text; size_inputs: the tab's width and height components (to refresh the
-    readout when they change), if known.
+    readout when they change), if known; show_temporal: show the temporal-factor control (AnimateDiff installed
+    on A1111; the control exists either way, so the script's args keep their order).
     """
     import gradio as gr
     from modules.ui_components import InputAccordion
@@ -171,8 +183,19 @@ def build(
                 label="Guide the hires. fix second pass",
                 elem_id=elem_id("hires_pass"),
             )
+            temporal = gr.Dropdown(
+                choices=TEMPORAL_CHOICES,
+                value="Auto" if defaults.temporal_factor is None else f"{defaults.temporal_factor:g}",
+                allow_custom_value=True,
+                label=(
+                    f"Temporal factor, AnimateDiff (Auto = frames / context length, or "
+                    f"{TEMPORAL_RANGE[0]:g}-{TEMPORAL_RANGE[1]:g})"
+                ),
+                visible=show_temporal,
+                elem_id=elem_id("temporal_factor"),
+            )
 
-    inputs = [enabled, scale, eta, base, resampler, hires]
+    inputs = [enabled, scale, eta, base, resampler, hires, temporal]
     if size_inputs and all(c is not None for c in size_inputs):
         watch = list(size_inputs) + inputs[:5]
 

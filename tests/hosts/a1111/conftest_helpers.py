@@ -43,7 +43,9 @@ class Host:
             runner = scripts.ScriptRunner()
             runner.initialize_scripts(is_img2img)
             for script in runner.alwayson_scripts:
-                runner.set_args_range(script, 6)
+                from lib_upsample_guidance.webui.settings import ARG_ORDER
+
+                runner.set_args_range(script, len(ARG_ORDER))
             self.runners[is_img2img] = runner
         self.script = self.runners[False].alwayson_scripts[0]
         self.script_module = sys.modules.get("upsample_guidance.py") or next(
@@ -70,7 +72,7 @@ class Host:
         script = runner.alwayson_scripts[0]
         args = [None] * len(runner.inputs)
         args[0] = 0
-        defaults = [False, 1.0, 0.6, "Auto", "auto", True]  # what ui() gives (the API fills missing args so)
+        defaults = [False, 1.0, 0.6, "Auto", "auto", True, "Auto"]  # what ui() gives (the API fills missing args so)
         for i, value in enumerate(defaults):
             args[script.args_from + i] = value
         for i, value in enumerate(ug_args):
