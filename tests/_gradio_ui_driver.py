@@ -75,6 +75,7 @@ def main() -> int:
                 "Auto",
                 "auto",
                 True,
+                "Auto",
             ]
     print(f"OK gradio {gr.__version__}")
     return 0
@@ -109,7 +110,7 @@ def _build_tab(host, is_img2img: bool, tab: str, enabled: bool) -> None:
     runner.create_script_ui(script)
     inputs = runner.inputs[script.args_from : script.args_to]
     kinds = [type(c).__name__ for c in inputs]
-    assert len(inputs) == 6, kinds
+    assert len(inputs) == 7, kinds
     assert isinstance(inputs[0], gr.Checkbox) and inputs[0].value is enabled, kinds
     assert [type(c) for c in inputs[1:]] == [
         gr.Slider,
@@ -117,9 +118,12 @@ def _build_tab(host, is_img2img: bool, tab: str, enabled: bool) -> None:
         gr.Dropdown,
         gr.Radio,
         gr.Checkbox,
+        gr.Dropdown,  # temporal factor (AnimateDiff; hidden where it is not installed)
     ], kinds
-    assert len(script.infotext_fields) == 6
-    assert [c.value for c in inputs[1:]] == [1.0, 0.6, "Auto", "auto", True], [c.value for c in inputs]
+    assert len(script.infotext_fields) == 7
+    assert [c.value for c in inputs[1:]] == [1.0, 0.6, "Auto", "auto", True, "Auto"], [
+        c.value for c in inputs
+    ]
 
 
 def serve(port: int) -> int:

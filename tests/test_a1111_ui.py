@@ -50,15 +50,17 @@ def build(host, is_img2img=False, with_size=True):
 def test_ui_builds_with_the_controls_in_arg_order(host):
     demo, runner, script, _ = build(host)
     controls = script.controls
-    assert script.args_to - script.args_from == 6
+    assert script.args_to - script.args_from == 7
     from modules.ui_components import InputAccordion
 
     assert isinstance(controls[0], InputAccordion) and controls[0].value is False
     assert controls[0].accordion.label == "Upsample guidance"
-    assert [type(c).__name__ for c in controls[1:]] == ["Slider", "Slider", "Dropdown", "Radio", "Checkbox"]
-    assert [c.value for c in controls[1:]] == [1.0, 0.6, "Auto", "auto", True]
+    kinds = ["Slider", "Slider", "Dropdown", "Radio", "Checkbox", "Dropdown"]
+    assert [type(c).__name__ for c in controls[1:]] == kinds
+    assert [c.value for c in controls[1:]] == [1.0, 0.6, "Auto", "auto", True, "Auto"]
+    assert controls[-1].visible is False  # temporal factor: AnimateDiff is not installed here
     assert all(c.label for c in controls)  # the API's script-info uses labels
-    assert len(runner.infotext_fields) == 6 and script.paste_field_names
+    assert len(runner.infotext_fields) == 7 and script.paste_field_names
     from lib_upsample_guidance.webui.settings import UGSettings
 
     assert UGSettings.from_script_args([c.value for c in controls]) == UGSettings()
@@ -120,4 +122,8 @@ def test_api_default_args_call_ui_again(host):
     with gr.Blocks():
         first = script.ui(script.is_img2img)
         second = script.ui(script.is_img2img)
-    assert [c.value for c in first] == [c.value for c in second] == [False, 1.0, 0.6, "Auto", "auto", True]
+    assert (
+        [c.value for c in first]
+        == [c.value for c in second]
+        == [False, 1.0, 0.6, "Auto", "auto", True, "Auto"]
+    )
