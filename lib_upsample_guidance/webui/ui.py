@@ -15,7 +15,7 @@ from typing import Any
 
 from ..core.planner import plan_low_res
 from . import infotext
-from .settings import BASE_RANGE, RESAMPLERS, TEMPORAL_RANGE, UGSettings, parse_base_resolution
+from .settings import ARG_ORDER, BASE_RANGE, RESAMPLERS, TEMPORAL_RANGE, UGSettings, parse_base_resolution
 
 __all__ = [
     "BASE_CHOICES",
@@ -29,15 +29,7 @@ __all__ = [
 
 BASE_CHOICES = ["Auto", "512", "768", "1024"]
 TEMPORAL_CHOICES = ["Auto", "1", "2", "4"]
-CONTROL_FIELDS = (
-    "enabled",
-    "guidance_scale",
-    "eta",
-    "base_resolution",
-    "resampler",
-    "guide_hires_pass",
-    "temporal_factor",
-)
+CONTROL_FIELDS = ARG_ORDER
 """Field of each returned control, in order (= settings.ARG_ORDER)."""
 
 
