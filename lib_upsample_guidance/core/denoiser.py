@@ -28,16 +28,23 @@ from .step import LowResQuery, prepare_low_res_query
 __all__ = ["UpsampleGuidedDenoiser"]
 
 
-def _downsample_spatial(obj: Any, query: LowResQuery, size: tuple[int, int]) -> Any:
+def map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`obj` with fn applied to every tensor inside it (nested dicts, lists and tuples rebuilt; anything else
+    kept): how the wrappers bring extra model arguments to the low-res call."""
     if isinstance(obj, torch.Tensor):
-        if obj.ndim >= 3 and tuple(obj.shape[-2:]) == size:
-            return query.downsample_condition(obj)
-        return obj
+        return fn(obj)
     if isinstance(obj, dict):
-        return {key: _downsample_spatial(value, query, size) for key, value in obj.items()}
+        return {key: map_tensors(value, fn) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
-        return type(obj)(_downsample_spatial(value, query, size) for value in obj)
+        return type(obj)(map_tensors(value, fn) for value in obj)
     return obj
+
+
+def _downsample_spatial(obj: Any, query: LowResQuery, size: tuple[int, int]) -> Any:
+    """Extras whose last two axes are the image's (concat conditioning) go through D; the rest is kept."""
+    return map_tensors(
+        obj, lambda t: query.downsample_condition(t) if t.ndim >= 3 and tuple(t.shape[-2:]) == size else t
+    )
 
 
 def set_common_settings(

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .conventions import NoiseConvention
-from .denoiser import set_common_settings
+from .denoiser import map_tensors, set_common_settings
 from .planner import LowResPlan, _fmt_factor, _positive_int, _size_pair, cached_resampler, plan_low_res
 from .resample import RESAMPLER_KINDS, Resampler
 from .step import LowResQuery, prepare_low_res_query
@@ -386,24 +386,17 @@ class UpsampleGuidedVideoDenoiser(torch.nn.Module):
 
 
 def _down_extras_axis(obj: Any, query: LowResQuery, plan: VideoPlan) -> Any:
-    if isinstance(obj, torch.Tensor):
-        if obj.ndim >= 4 and tuple(obj.shape[-3:]) == plan.target_size:
-            return query.downsample_condition(obj)
-        return obj
-    if isinstance(obj, dict):
-        return {key: _down_extras_axis(value, query, plan) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_down_extras_axis(value, query, plan) for value in obj)
-    return obj
+    """Extras whose last three axes are the video's (F, H, W) go through D; the rest is kept."""
+    return map_tensors(
+        obj,
+        lambda t: (
+            query.downsample_condition(t) if t.ndim >= 4 and tuple(t.shape[-3:]) == plan.target_size else t
+        ),
+    )
 
 
 def _down_extras_folded(obj: Any, fq: FoldedVideoQuery, rows: int) -> Any:
-    if isinstance(obj, torch.Tensor):
-        if obj.ndim >= 1 and obj.shape[0] == rows and obj.is_floating_point():
-            return fq.down_rows(obj)
-        return obj
-    if isinstance(obj, dict):
-        return {key: _down_extras_folded(value, fq, rows) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_down_extras_folded(value, fq, rows) for value in obj)
-    return obj
+    """Float extras with one row per folded frame are mapped to the low-res rows; the rest is kept."""
+    return map_tensors(
+        obj, lambda t: fq.down_rows(t) if t.ndim >= 1 and t.shape[0] == rows and t.is_floating_point() else t
+    )
