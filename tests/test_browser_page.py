@@ -125,6 +125,9 @@ def _use_tab(page, tab: str, errors: list[str]) -> list[str]:
     page.keyboard.press("Control+A")
     page.keyboard.type("128", delay=40)
     page.keyboard.press("Enter")
+    page.keyboard.press(
+        "Tab"
+    )  # leaving the box refreshes the readout from the final value (ui._refresh_on_blur)
     expect(readout).to_contain_text("x128 (", timeout=30000)
     seen.append(readout.inner_text())
 

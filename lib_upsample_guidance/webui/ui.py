@@ -196,6 +196,7 @@ def build(
 
         for component in watch:
             component.change(fn=refresh, inputs=watch, outputs=[line], show_progress=False)
+        _refresh_on_blur(base, refresh, watch, line)
     else:
 
         def refresh_without_size(on, s, e, b, r):
@@ -203,9 +204,18 @@ def build(
 
         for component in inputs[:5]:
             component.change(fn=refresh_without_size, inputs=inputs[:5], outputs=[line], show_progress=False)
+        _refresh_on_blur(base, refresh_without_size, inputs[:5], line)
 
     fields = [(control, paste) for control, (_field, paste) in zip(inputs, paste_spec(), strict=True)]
     return Controls(inputs, line, fields)
+
+
+def _refresh_on_blur(base: Any, fn: Callable, inputs: list, line: Any) -> None:
+    """A typed base resolution sends a change per keystroke ("1", "12", "128"); under load the page can show
+    the readout of an intermediate value last. Leaving the box refreshes it from the final value."""
+    blur = getattr(base, "blur", None)
+    if callable(blur):
+        blur(fn=fn, inputs=inputs, outputs=[line], show_progress=False)
 
 
 def _html(text: str) -> str:
