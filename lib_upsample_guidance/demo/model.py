@@ -14,7 +14,8 @@ The network predicts v = a(t) eps - s(t) x0 (v-prediction); x0 = a(t) x_t - s(t)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -139,12 +140,11 @@ def config_to_metadata(cfg: UNetConfig) -> dict[str, str]:
     return {k: ",".join(str(x) for x in v) if isinstance(v, tuple) else str(v) for k, v in d.items()}
 
 
-def config_from_metadata(meta: dict[str, str]) -> UNetConfig:
-    """Inverse of :func:`config_to_metadata`; unknown keys are ignored."""
-    return UNetConfig(
-        channels=tuple(int(x) for x in meta["channels"].split(",")),
-        blocks_per_level=int(meta["blocks_per_level"]),
-        mid_blocks=int(meta["mid_blocks"]),
-        emb_dim=int(meta["emb_dim"]),
-        groups=int(meta["groups"]),
-    )
+def config_from_metadata(meta: dict[str, str], config_class: type = UNetConfig) -> Any:
+    """Inverse of :func:`config_to_metadata` for a config dataclass of whole numbers and tuples of them (the
+    image and the video UNet's); every field must be present (KeyError otherwise), unknown keys are ignored."""
+    values = {}
+    for f in fields(config_class):
+        raw = meta[f.name]
+        values[f.name] = tuple(int(x) for x in raw.split(",")) if isinstance(f.default, tuple) else int(raw)
+    return config_class(**values)

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,15 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {plot_record(args.plot)}")
         return 0
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     cfg = UNetConfig(channels=tuple(int(c) for c in args.channels.split(",")))
-    model = SmallUNet(cfg)
-    ema = SmallUNet(cfg)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    model, ema, opt, gen = setup_training(SmallUNet, cfg, args)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training {n_params} parameters at {args.size}x{args.size}, {args.minutes} min budget", flush=True)
 
@@ -87,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         save=lambda step, seconds, curve: _save(ema, cfg, args, step, seconds, curve),
     )
     return 0
+
+
+def setup_training(model_class: type, cfg: Any, args: argparse.Namespace) -> tuple:
+    """Threads and seeds from args, then (model, its EMA copy without gradients, AdamW at args.lr, the data
+    generator): what the image and the video demo's training start from."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    model = model_class(cfg)
+    ema = model_class(cfg)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    return model, ema, opt, gen
 
 
 def train_with_ema(

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..model import ResBlock, _timestep_embedding, config_to_metadata
+from ..model import config_from_metadata as image_config_from_metadata
 
 __all__ = [
     "VideoUNet",
@@ -138,11 +139,5 @@ class VideoUNet(nn.Module):
 
 
 def config_from_metadata(meta: dict[str, str]) -> VideoUNetConfig:
-    """Inverse of :func:`config_to_metadata`."""
-    return VideoUNetConfig(
-        channels=tuple(int(x) for x in meta["channels"].split(",")),
-        emb_dim=int(meta["emb_dim"]),
-        groups=int(meta["groups"]),
-        heads=int(meta["heads"]),
-        max_frames=int(meta["max_frames"]),
-    )
+    """Inverse of :func:`config_to_metadata` (the image model's parser, for this config)."""
+    return image_config_from_metadata(meta, VideoUNetConfig)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..train import save_ema, train_with_ema
+from ..train import save_ema, setup_training, train_with_ema
 from .dataset import sample_clips
 from .model import VideoUNet, VideoUNetConfig, config_to_metadata
 
@@ -58,15 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", type=Path, default=Path("docs/video_training_record.json"))
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
     cfg = VideoUNetConfig(channels=tuple(int(c) for c in args.channels.split(",")))
-    model = VideoUNet(cfg)
-    ema = VideoUNet(cfg)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    model, ema, opt, gen = setup_training(VideoUNet, cfg, args)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"training {n_params} parameters on {args.frames}x{args.size}x{args.size} clips, "
