@@ -97,6 +97,8 @@ def video_job(args: dict, settings: Any, infotext: dict[str, str] | None) -> Vid
         refusal = "AnimateDiff's forward is on the model but its job parameters could not be read"
     elif not _motion_modules_on(model_options) or not unet_calls_block_inner_modifiers():
         refusal = REFORGE_REASON
+    elif len(args.get("cond") or []) > 1 or len(args.get("uncond") or []) > 1:
+        refusal = "AND prompts with AnimateDiff: its windows take the batch as [uncond frames, cond frames]"
     elif rows != run.frames:
         refusal = (
             f"AnimateDiff batch of {rows} rows for {run.frames} frames (its batch size is the frame count)"
