@@ -14,6 +14,10 @@ rectified-flow time for 'const' predictors), computed with the host's own batche
 (calc_cond_uncond_batch on Forge, calc_cond_batch on ComfyUI). All the math is the core's (planner,
 conventions, step); this module is the host glue the Forge and ComfyUI adapters share (adapters never import
 each other). Host modules are imported lazily inside functions.
+
+Videos whose frames are folded into the batch (an adapter's GuidanceContext.video hook: sd-forge-animatediff on
+old Forge) take the (frames, H, W) plan of core.video; their low-res call is the same host batch call, told the
+low-res frame count (VideoJob.frames_of_call).
 """
 
 from __future__ import annotations
