@@ -110,8 +110,8 @@ class UpsampleGuidanceScript(scripts.Script):
         # and height to the readout only on the first build
         wire = all(size) and tab not in self._built
         self._built.add(tab)
-        # the temporal factor applies to AnimateDiff jobs, which only A1111 guides
-        show_temporal = not host.is_forge_family(HOST) and animatediff.installed()
+        # the temporal factor applies to AnimateDiff jobs: A1111 and old Forge (none runs on Forge main)
+        show_temporal = HOST != host.FORGE and animatediff.installed()
         controls = ui.build(
             self.elem_id, defaults, _readout, tuple(size) if wire else None, show_temporal=show_temporal
         )

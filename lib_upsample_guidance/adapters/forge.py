@@ -43,7 +43,7 @@ from ..core.planner import MODEL_FAMILIES, ModelFamily, plan_low_res
 from ..webui import forecast as _forecast
 from ..webui import infotext
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
-from . import forge_extensions
+from . import forge_animatediff, forge_extensions
 
 __all__ = [
     "process_before_every_sampling",
@@ -227,6 +227,8 @@ def _patch(
         condition_features=frozenset({"size_vector"}),
         refusal=forge_extensions.refusal_for(p),
         low_res_call=forge_extensions.low_res_call,
+        # sd-forge-animatediff (old Forge): its video through its own forward and motion modules
+        video=lambda args: forge_animatediff.video_job(args, settings, state.infotext),
     )
     state.infotext = infotext.make_params(
         settings, base_px=ctx.base_size_px, hires_used=bool(getattr(p, "enable_hr", False))

@@ -45,6 +45,7 @@ __all__ = [
     "refusal",
     "refusal_for",
     "low_res_call",
+    "qualname",
 ]
 
 # qualified-name fragments of patch functions left out of the low-res call
@@ -53,13 +54,14 @@ _RECORDERS = ("SelfAttentionGuidance.patch.<locals>.attn_and_record",)  # SAG's 
 _REFERENCE = "PreprocessorReference."
 
 
-def _qualname(fn: Any) -> str:
+def qualname(fn: Any) -> str:
+    """The qualified name of a patch function (bound methods: their function's)."""
     func = getattr(fn, "__func__", fn)
     return str(getattr(func, "__qualname__", "") or type(fn).__qualname__)
 
 
 def _left_out(fn: Any) -> bool:
-    name = _qualname(fn)
+    name = qualname(fn)
     return any(part in name for part in _RESCALING_PATCHES + _RECORDERS)
 
 
@@ -132,10 +134,15 @@ def refusal_for(p: Any) -> Callable[[dict], str | None]:
     (webui.peers) that the low-res call cannot be guided beside."""
     from ..comfy_family.postcfg import model_sampling_of
     from ..webui import peers
+    from .forge_animatediff import has_animatediff
 
     def check(args: dict) -> str | None:
         sigma_max = getattr(model_sampling_of(args["model"]), "sigma_max", None)
-        return refusal(args["model_options"], sigma_max) or peers.refusal_by_scripts(p)
+        # sd-forge-animatediff on the model: its video goes through forge_animatediff (guided or refused there)
+        guided = has_animatediff(args["model_options"])
+        return refusal(args["model_options"], sigma_max) or peers.refusal_by_scripts(
+            p, animatediff_guided=guided
+        )
 
     return check
 
@@ -164,7 +171,7 @@ def _reference_patches(model_options: dict) -> list:
     found = {}
     for d in replace.values():
         for f in d.values():
-            if _REFERENCE in _qualname(f):
+            if _REFERENCE in qualname(f):
                 found[id(f)] = f
     return list(found.values())
 

@@ -14,6 +14,10 @@ rectified-flow time for 'const' predictors), computed with the host's own batche
 (calc_cond_uncond_batch on Forge, calc_cond_batch on ComfyUI). All the math is the core's (planner,
 conventions, step); this module is the host glue the Forge and ComfyUI adapters share (adapters never import
 each other). Host modules are imported lazily inside functions.
+
+Videos whose frames are folded into the batch (an adapter's GuidanceContext.video hook: sd-forge-animatediff on
+old Forge) take the (frames, H, W) plan of core.video; their low-res call is the same host batch call, told the
+low-res frame count (VideoJob.frames_of_call).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +34,13 @@ import torch
 from ..core.conventions import KarrasSigma, NoiseConvention, RectifiedFlow
 from ..core.planner import LowResPlan, ModelFamily, plan_low_res
 from ..core.step import prepare_low_res_query
+from ..core.video import VideoPlan, plan_video, prepare_folded_video_query
 from ..webui.conditioning import is_stateless_cfg_function, size_vector_lowerer
 from ..webui.generation import GuardState, UnsupportedInput, describe
 
 __all__ = [
     "GuidanceContext",
+    "VideoJob",
     "guided_denoised",
     "make_post_cfg_function",
     "remove_ours",
@@ -154,6 +160,7 @@ def lower_condition(
     *,
     low_size: tuple[int, int] | None = None,
     lower_vector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lower_rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
     """A copy of one compiled condition dict for the low-res call.
 
@@ -162,6 +169,8 @@ def lower_condition(
     everything else (cross-attention, pooled vectors, Flux guidance, strength, ControlNet, hooks) is shared.
     Area-restricted conditions are mapped with lower_area when low_size is given, else raise UnsupportedInput.
     lower_vector: applied to a 2-D model_conds["y"] (SDXL's size-conditioned vector), when given.
+    lower_rows: applied (after lower_vector) to every other model_conds tensor, when given: a video's
+    per-frame rows (text embeddings of prompt travel, vectors) at the low-res frame count.
     """
     if "area" in cond and cond["area"] is not None:
         if low_size is None:
@@ -194,6 +203,11 @@ def lower_condition(
                 lowered[key] = _downsampled_condition_object(obj, tensor, lower_vector)
             else:
                 lowered[key] = obj
+            kept = lowered[key]
+            if lower_rows is not None and kept is obj and isinstance(tensor, torch.Tensor):
+                lowered[key] = _downsampled_condition_object(obj, tensor, lower_rows)
+            elif lower_rows is not None and key == "y" and kept is not obj:
+                lowered[key] = _downsampled_condition_object(kept, kept.cond, lower_rows)
         out["model_conds"] = lowered
     return out
 
@@ -212,6 +226,7 @@ def lower_conditions(
     *,
     low_size: tuple[int, int] | None = None,
     lower_vector: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lower_rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
     window_level: float | None = None,
 ) -> list | None:
     """lower_condition for each dict of a condition list (None stays None).
@@ -227,7 +242,10 @@ def lower_conditions(
             for c in conds
             if active_at(c, window_level)
         ]
-    return [lower_condition(c, size, down, low_size=low_size, lower_vector=lower_vector) for c in conds]
+    return [
+        lower_condition(c, size, down, low_size=low_size, lower_vector=lower_vector, lower_rows=lower_rows)
+        for c in conds
+    ]
 
 
 def combine_cfg(
@@ -291,6 +309,46 @@ def _host_calc_cond_uncond_batch(model: Any) -> Callable:
 # The post-CFG function
 
 
+@dataclass(frozen=True)
+class VideoJob:
+    """A video the host samples with its frames folded into the batch ("(b f)": row b * F + f), seen by one
+    post-CFG call (the Forge adapter: sd-forge-animatediff, adapters/forge_animatediff.py).
+
+    frames: F per video; temporal_factor: m_t >= 1 (the low-res query has round(F / m_t) frames);
+    frames_of_call(f): a context manager around the low-res call of f frames per video (tells the video
+    extension its frame count); on_query(f): told the low-res frame count of a guided step (infotext);
+    refusal: why this video cannot be guided (raised as UnsupportedInput only when a step would be guided).
+    """
+
+    frames: int
+    temporal_factor: float
+    frames_of_call: Callable[[int], AbstractContextManager]
+    on_query: Callable[[int], None] | None = None
+    refusal: str | None = None
+
+
+def _rows_down(query: Any, frames: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """D for a condition tensor of a folded video query: per-frame rows (a multiple of `frames`) get D along
+    frames (and space when they have the frame size); masks [rows, H, W] through a channel axis; tensors
+    with other row counts (one row broadcast to every frame) are unchanged."""
+
+    hw = tuple(query.plan.target_size[1:])
+
+    def down(t: torch.Tensor) -> torch.Tensor:
+        spatial = t.ndim >= 3 and tuple(t.shape[-2:]) == hw
+        if t.ndim < 1 or t.shape[0] == 0 or t.shape[0] % frames:
+            if spatial:
+                raise UnsupportedInput(
+                    f"a conditioning tensor of shape {tuple(t.shape)} has no row per frame of the video"
+                )
+            return t
+        if spatial and t.ndim == 3:
+            return query.down_rows(t.unsqueeze(1)).squeeze(1)
+        return query.down_rows(t)
+
+    return down
+
+
 @dataclass
 class GuidanceContext:
     """Everything the post-CFG function needs for one model patch (built by the adapter).
@@ -322,6 +380,7 @@ class GuidanceContext:
     and_strength: bool = True
     condition_features: frozenset[str] = frozenset()
     refusal: Callable[[dict], str | None] | None = None
+    video: Callable[[dict], VideoJob | None] | None = None
     low_res_call: Callable[[dict, list, torch.Tensor], AbstractContextManager[dict]] | None = None
     host_cond_scale: float | None = None
     _plans: dict = field(default_factory=dict)
@@ -337,6 +396,20 @@ class GuidanceContext:
                 resampler=self.resampler,
             )
         return self._plans[size]
+
+    def video_plan(self, frames: int, size: tuple[int, int], temporal_factor: float) -> VideoPlan | None:
+        key = ("video", frames, size, temporal_factor)
+        if key not in self._plans:
+            self._plans[key] = plan_video(
+                frames,
+                size,
+                self.base_size_px,
+                temporal_factor=temporal_factor,
+                latent_factor=self.family.latent_factor,
+                granularity=self.family.granularity,
+                resampler=self.resampler,
+            )
+        return self._plans[key]
 
     def convention(self, predictor: Any) -> NoiseConvention:
         key = id(predictor)
@@ -354,21 +427,30 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     if x.ndim != 4:
         raise UnsupportedInput(f"expected a 4-D latent [B, C, H, W], got shape {tuple(x.shape)}")
     size = (int(x.shape[-2]), int(x.shape[-1]))
-    plan = ctx.plan(size)
+    video = ctx.video(args) if ctx.video is not None else None
+    if video is None:
+        plan = ctx.plan(size)
+    else:  # frames folded into the batch: the (F, H, W) plan
+        plan = ctx.video_plan(video.frames, size, video.temporal_factor)
     if plan is None:
         return denoised
     convention = ctx.convention(model_sampling_of(model))
     sigma = torch.as_tensor(args["sigma"]).reshape(-1)
     if sigma.numel() == 1 and x.shape[0] > 1:
         sigma = sigma.expand(x.shape[0])
-    query = prepare_low_res_query(
-        x, sigma, plan=plan, convention=convention, guidance_scale=ctx.guidance_scale, eta=ctx.eta
-    )
+    weights = {"convention": convention, "guidance_scale": ctx.guidance_scale, "eta": ctx.eta}
+    if video is None:
+        query = prepare_low_res_query(x, sigma, plan=plan, **weights)
+    else:
+        query = prepare_folded_video_query(x, sigma, frames=video.frames, plan=plan, **weights)
     if query is None:
         return denoised
-    reason = ctx.refusal(args) if ctx.refusal is not None else None
+    reason = video.refusal if video is not None else None
+    if reason is None and ctx.refusal is not None:
+        reason = ctx.refusal(args)
     if reason is not None:  # before any low-res call: the host's prediction is kept
         raise UnsupportedInput(reason)
+    low_size = tuple(plan.low_size[-2:])
 
     conds = args["cond"]
     uncond = args.get("uncond")
@@ -391,25 +473,34 @@ def guided_denoised(args: dict, ctx: GuidanceContext) -> torch.Tensor:
     features = ctx.condition_features
     state = ctx.state_of(args) if ctx.state_of is not None else ctx.state
     lowering = {
-        "low_size": plan.low_size if "area" in features else None,
+        "low_size": low_size if "area" in features else None,
         "lower_vector": size_vector_lowerer(
             ctx.p,
             state,
             latent_size=size,
-            low_latent_size=plan.low_size,
+            low_latent_size=low_size,
             latent_factor=ctx.family.latent_factor,
         )
         if "size_vector" in features
         else None,
         "window_level": float(sigma[0]) if "windows" in features else None,
     }
-    down = query.downsample_condition
+    if video is None:
+        down = query.downsample_condition
+    else:  # per-frame rows: D on (frames, H, W) / along frames (prompt travel); the frame count told below
+        down = lowering["lower_rows"] = _rows_down(query, video.frames)
     conds_low = lower_conditions(conds, size, down, **lowering)
     unconds_low = None if uncond_skipped else lower_conditions(uncond, size, down, **lowering)
     calc = ctx.calc_cond_uncond_batch or _host_calc_cond_uncond_batch(model)
     level_low = torch.as_tensor(query.level).to(device=sigma.device, dtype=sigma.dtype).reshape(-1)
-    window = ctx.low_res_call(args, conds + (uncond or []), sigma) if ctx.low_res_call else None
-    with window or nullcontext(args["model_options"]) as low_options:
+    with ExitStack() as stack:
+        low_options = args["model_options"]
+        if ctx.low_res_call is not None:
+            low_options = stack.enter_context(ctx.low_res_call(args, conds + (uncond or []), sigma))
+        if video is not None:
+            stack.enter_context(video.frames_of_call(query.low_frames))
+            if video.on_query is not None:
+                video.on_query(query.low_frames)
         cond_low, uncond_low = calc(model, conds_low, unconds_low, query.x, level_low, low_options)
     den_low = combine_cfg(
         cond_low,

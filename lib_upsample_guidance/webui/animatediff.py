@@ -41,6 +41,7 @@ __all__ = [
     "ANIMATEDIFF_MM_MODULE",
     "AnimateDiffRun",
     "animatediff_run",
+    "running_job",
     "temporal_factor",
     "frames_of_call",
     "infotext_params",
@@ -61,6 +62,16 @@ class AnimateDiffRun:
     context: int
 
 
+def running_job() -> AnimateDiffRun | None:
+    """The enabled AnimateDiff job of this generation (`mm_animatediff.ad_params` of its
+    scripts.animatediff_mm module, the same on A1111 and on Forge's sd-forge-animatediff), else None."""
+    mm = getattr(sys.modules.get(ANIMATEDIFF_MM_MODULE), "mm_animatediff", None)
+    params = getattr(mm, "ad_params", None)
+    if params is None or not getattr(params, "enable", False):
+        return None
+    return AnimateDiffRun(params, int(params.video_length), int(params.batch_size))
+
+
 def animatediff_run(inner_model: Any) -> AnimateDiffRun | None:
     """The running AnimateDiff job when AnimateDiff's forward is installed on this inner model, else None."""
     forward = getattr(inner_model, "__dict__", {}).get("forward")
@@ -69,11 +80,7 @@ def animatediff_run(inner_model: Any) -> AnimateDiffRun | None:
         return None
     if getattr(inner_model, "original_forward", None) is None:
         return None
-    mm = getattr(sys.modules.get(ANIMATEDIFF_MM_MODULE), "mm_animatediff", None)
-    params = getattr(mm, "ad_params", None)
-    if params is None or not getattr(params, "enable", False):
-        return None
-    return AnimateDiffRun(params, int(params.video_length), int(params.batch_size))
+    return running_job()
 
 
 def temporal_factor(run: AnimateDiffRun, setting: float | str | None = "auto") -> float:

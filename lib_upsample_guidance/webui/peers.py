@@ -70,8 +70,8 @@ def _enabled_flag(value: Any) -> bool:
 
 def refusal_by_scripts(p: Any, *, animatediff_guided: bool = False) -> str | None:
     """Why guidance cannot run beside an extension active in this generation (seen on its script), or None.
-    animatediff_guided: the adapter sends the low-res call through AnimateDiff's own path (A1111), so an
-    enabled AnimateDiff is not a reason.
+    animatediff_guided: the adapter sends the low-res call through AnimateDiff's own path (A1111; old Forge
+    when sd-forge-animatediff's forward wrapper is on the model), so an enabled AnimateDiff is not a reason.
 
     * Regional Prompter (hako-mikan/sd-webui-regional-prompter, `Script.active` set in its process()):
       its regions are computed for the full-size latent (attention masks, and in Latent mode a per-region

@@ -1,5 +1,5 @@
 # Stand-in for ldm_patched/modules/model_patcher.py (old Forge @ bfee03d8, set_model_sampler_post_cfg_function
-# line 70): model_options, clone, post-CFG list. Test code.
+# line 70, set_model_unet_function_wrapper line 75): model_options, clone, post-CFG list. Test code.
 import copy
 
 
@@ -26,3 +26,6 @@ class ModelPatcher:
         self.model_options["sampler_post_cfg_function"] = list(self.model_options.get("sampler_post_cfg_function", [])) + [post_cfg_function]
         if disable_cfg1_optimization:
             self.model_options["disable_cfg1_optimization"] = True
+
+    def set_model_unet_function_wrapper(self, unet_wrapper_function):
+        self.model_options["model_function_wrapper"] = unet_wrapper_function

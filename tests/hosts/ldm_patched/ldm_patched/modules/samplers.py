@@ -7,6 +7,8 @@
 #  * ControlNet as upstream old Forge (get_area_and_mult 65, calc_cond_uncond_batch 245-252): the entries'
 #    'control' gets the shared transformer_options and is called as control.get_control(input_x, timestep,
 #    cond copy, n entries); its result goes to apply_model as `control`.
+#  * model_options['model_function_wrapper'](model.apply_model, {input, timestep, c, cond_or_uncond}) when set
+#    (upstream 255-258).
 # Test code, simplified (no area/mask/hooks/memory management).
 import math
 
@@ -35,7 +37,12 @@ def calc_cond_uncond_batch(model, cond, uncond, x_in, timestep, model_options):
             node.transformer_options = transformer_options
             node = node.previous_controlnet
         c["control"] = control.get_control(torch.cat([x_in] * n), torch.cat([timestep] * n), dict(c), n)
-    output = model.apply_model(torch.cat([x_in] * n), torch.cat([timestep] * n), **c)
+    if "model_function_wrapper" in model_options:  # upstream 255-256 (AnimateDiff's context windows)
+        info = {"input": torch.cat([x_in] * n), "timestep": torch.cat([timestep] * n), "c": c,
+                "cond_or_uncond": [kind for _, kind in entries]}
+        output = model_options["model_function_wrapper"](model.apply_model, info)
+    else:
+        output = model.apply_model(torch.cat([x_in] * n), torch.cat([timestep] * n), **c)
     for (entry, kind), out in zip(entries, output.chunk(n)):
         strength = entry.get("strength", 1.0)
         outs[kind] += out * strength
