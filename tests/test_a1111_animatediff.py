@@ -147,3 +147,75 @@ def test_other_forward_replacements_are_still_refused(host, animatediff, capsys)
     sampler.model_wrap_cfg(**args)
     err = capsys.readouterr()
     assert "replaced the model's forward" in err.out + err.err
+
+
+# --- ControlNet beside AnimateDiff (per-frame hints, its per-window selection: mm_cn_select / restore) ---
+
+PEERS = Path(__file__).parent / "hosts" / "a1111" / "peer_extensions.py"
+
+
+def _controlnet(host, hint):
+    """sd-webui-controlnet stand-in with one unit whose hint is `hint` (AnimateDiff's batch unit: one image
+    per frame, twice for [cond, uncond]; or one image for every frame)."""
+    spec = importlib.util.spec_from_file_location("ug_peer_extensions_ad", PEERS)
+    pe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pe)
+    unit = dict(
+        control_model=pe.TinyControlNet(),
+        preprocessor={"name": "none"},
+        hint_cond=hint,
+        weight=1.0,
+        control_model_type=pe.ControlModelType.ControlNet,
+    )
+    script = pe.ControlNetScript([unit])
+    script.filename = "peer"
+    runner = host.runners[False]
+    runner.alwayson_scripts.append(script)
+    runner.set_args_range(script, 0)
+    return script
+
+
+def _frame_hints(frames, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    per_frame = torch.rand(frames, 3, 128, 128, generator=g, dtype=torch.float64)
+    return torch.cat([per_frame, per_frame])  # batch_cond_uncond: [cond frames, uncond frames]
+
+
+@pytest.mark.parametrize(
+    "frames,context,per_frame",
+    [(8, 4, True), (8, 4, False), (4, 4, True)],
+    ids=["temporal", "one-image", "spatial"],
+)
+def test_controlnet_hints_follow_the_low_res_frames(host, animatediff, capsys, frames, context, per_frame):
+    """The low-res call's hints are the clip's hints averaged over merged frames (D along frames) and
+    area-pooled 2x2; AnimateDiff's per-window backup of the full hints is neither used nor overwritten."""
+    m_t = frames // context if frames > context else 1
+    hint = _frame_hints(frames) if per_frame else _frame_hints(1)[:1]
+    script = _controlnet(host, hint.clone())
+    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+    inner = sampler.model_wrap_cfg.inner_model
+    param = script.latest_network.control_params[0]
+
+    got = sampler.model_wrap_cfg(**args)
+    assert [line for line in capsys.readouterr().out.splitlines() if "[Upsample guidance]" in line] == []
+    assert torch.equal(param.hint_cond, hint)  # the clip's hints untouched by the low-res call
+
+    x2, s2, text2, ic2, conds_list = batch_rows(args)
+    den = inner(x2, s2, cond=cond_dict(model, text2, ic2))
+    low_hint = down_text(hint, m_t) if per_frame else hint  # mean of merged frames, per CFG half
+    low_hint = torch.nn.functional.avg_pool2d(low_hint, 2)
+    ad.video_length, ad.batch_size = frames // m_t, min(context, frames // m_t)
+    param.hint_cond, backup = low_hint, getattr(param, "hint_cond_backup", None)
+    param.hint_cond_backup = None
+    try:
+        den_low = inner(
+            down3(x2, m_t),
+            s2[: 2 * frames // m_t] / math.sqrt(4 * m_t),
+            cond=cond_dict(model, down_text(text2, m_t), down3(ic2, m_t)),
+        )
+    finally:
+        ad.video_length, ad.batch_size = frames, context
+        param.hint_cond, param.hint_cond_backup = hint, backup
+    want = combine(den + up3(den_low - down3(den, m_t), m_t), conds_list, frames, 5.0)
+    assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
+    assert p.extra_generation_params["UG frames"] == f"{frames} -> {frames // m_t}"
