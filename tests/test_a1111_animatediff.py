@@ -79,9 +79,15 @@ def down_text(rows, m_t):
     return v.reshape(2, v.shape[1] // m_t, m_t, *v.shape[2:]).mean(dim=2).flatten(0, 1)
 
 
-@pytest.mark.parametrize("frames,context,m_t", [(4, 4, 1), (8, 4, 2)], ids=["spatial", "temporal+spatial"])
-def test_guided_step_through_animatediffs_forward(host, animatediff, frames, context, m_t):
-    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+@pytest.mark.parametrize(
+    "frames,context,m_t,factor",
+    [(4, 4, 1, "Auto"), (8, 4, 2, "Auto"), (8, 2, 2, "2")],
+    ids=["spatial", "temporal+spatial", "low-res-clip-windowed"],
+)
+def test_guided_step_through_animatediffs_forward(host, animatediff, frames, context, m_t, factor):
+    """Auto: the low-res clip is one window of `context` frames; a factor below frames / context (8 frames,
+    context 2, factor 2 -> 4 frames): AnimateDiff windows the low-res call too, with the same context."""
+    ad, model, p, sampler, args = start(host, animatediff, frames, context, ug_args=[*UG_ON, factor])
     inner = sampler.model_wrap_cfg.inner_model
     seen = []
     mm_motion = animatediff[1].motion
@@ -113,10 +119,14 @@ def test_guided_step_through_animatediffs_forward(host, animatediff, frames, con
     # the low-res call was AnimateDiff's: the motion stand-in saw the low-res frames as one group per video
     low_frames = frames // m_t
     assert calls[-1] == (2 * min(context, low_frames), low_frames, min(context, low_frames))
-    if m_t == 2:
-        assert len(calls) == 3 + 1  # three windows at full length, ONE window holding the whole low-res clip
+    windows = [len(list(animatediff[1].uniform(n, min(context, n), 1))) for n in (frames, low_frames)]
+    assert len(calls) == sum(windows)  # the full clip's windows, then the low-res clip's
+    if factor == "Auto":
+        assert windows[1] == 1  # ONE window holding the whole low-res clip
+    else:
+        assert windows[1] == 3 and calls[-1][0] == 2 * context  # windowed: 3 windows of 2 frames over 4
     assert p.extra_generation_params["UG scale"] == "1"
-    assert p.extra_generation_params["UG temporal factor"] == "auto"
+    assert p.extra_generation_params["UG temporal factor"] == factor.lower()
     assert p.extra_generation_params["UG frames"] == f"{frames} -> {low_frames}"
     # and guidance changed the step
     _, _, _, sampler0, args0 = start(host, animatediff, frames, context, ug_args=[False])
