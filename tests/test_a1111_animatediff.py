@@ -229,3 +229,20 @@ def test_controlnet_hints_follow_the_low_res_frames(host, animatediff, capsys, f
     want = combine(den + up3(den_low - down3(den, m_t), m_t), conds_list, frames, 5.0)
     assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
     assert p.extra_generation_params["UG frames"] == f"{frames} -> {frames // m_t}"
+
+
+@pytest.mark.parametrize(
+    "names,want",
+    [(["sd-webui-controlnet", "sd-webui-upsample-guidance"], False), (["sd-webui-AnimateDiff"], True)],
+)
+def test_temporal_control_shown_only_where_animatediff_is_installed(host, monkeypatch, names, want):
+    """webui.animatediff.installed(): A1111's modules.extensions.active() (Extension objects with .name)."""
+    from types import ModuleType, SimpleNamespace
+
+    from lib_upsample_guidance.webui import animatediff as ad
+
+    extensions = ModuleType("modules.extensions")
+    extensions.active = lambda: [SimpleNamespace(name=n) for n in names]
+    monkeypatch.setitem(sys.modules, "modules.extensions", extensions)
+    monkeypatch.setattr(sys.modules["modules"], "extensions", extensions, raising=False)
+    assert ad.installed() is want
