@@ -246,3 +246,40 @@ def test_temporal_control_shown_only_where_animatediff_is_installed(host, monkey
     monkeypatch.setitem(sys.modules, "modules.extensions", extensions)
     monkeypatch.setattr(sys.modules["modules"], "extensions", extensions, raising=False)
     assert ad.installed() is want
+
+
+@pytest.mark.parametrize(
+    "frames,context,rows,refused",
+    [(8, 4, 16, True), (8, 4, 1, False), (4, 4, 8, False)],
+    ids=["per-frame-temporal", "one-image-temporal", "per-frame-spatial"],
+)
+def test_ip_adapter_per_frame_embeddings_refused_with_a_temporal_factor(
+    host, animatediff, capsys, frames, context, rows, refused
+):
+    """An IP-Adapter unit with one embedding per frame (AnimateDiff batch: 2F rows) is indexed by frame in
+    each window (mm_cn_select); with fewer low-res frames that would pick the wrong frames: one warning, the
+    plain step. One embedding for all frames, or spatial guidance only (same frames): guided."""
+    from collections import namedtuple
+    from types import SimpleNamespace
+
+    image_embed = namedtuple("ImageEmbed", "cond_emb uncond_emb")
+    emb = image_embed(torch.randn(rows, 4, 8, dtype=torch.float64), torch.zeros(1, 4, 8, dtype=torch.float64))
+    script = _controlnet(host, None)
+    unit = script.units[0]
+    unit["control_model"] = SimpleNamespace(image_emb=emb)
+    unit["control_model_type"] = unit["control_model_type"].__class__.IPAdapter
+    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+    inner = sampler.model_wrap_cfg.inner_model
+
+    got = sampler.model_wrap_cfg(**args)
+    out = capsys.readouterr().out
+    warns = [line for line in out.splitlines() if "[Upsample guidance]" in line]
+    x2, s2, text2, ic2, conds_list = batch_rows(args)
+    plain = combine(inner(x2, s2, cond=cond_dict(model, text2, ic2)), conds_list, frames, 5.0)
+    if refused:
+        assert len(warns) == 1 and "IP-Adapter with one image per frame" in warns[0]
+        assert torch.allclose(got, plain, atol=1e-12, rtol=0)
+        assert "UG scale" not in p.extra_generation_params
+    else:
+        assert warns == []
+        assert (got - plain).abs().max() > 1e-3 and "UG frames" in p.extra_generation_params

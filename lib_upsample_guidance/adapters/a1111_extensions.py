@@ -30,6 +30,12 @@ Read from each extension's source (commits in the README's compatibility table):
   `inner_model.forward` (tiles laid out for the full latent), Mixture of Diffusers replaces
   `sd_model.apply_model` (keeps `apply_model_original_md`) and sends other sizes untiled without its region
   prompts: both refused. AnimateDiff also replaces `inner_model.forward`: guided through it (webui.animatediff).
+* AnimateDiff (continue-revolution/sd-webui-animatediff a88e889, `scripts/animatediff_infv2v.py` 110-149
+  `mm_cn_select` / `mm_cn_restore`): per context window it slices every ControlNet unit's hint with more rows
+  than the window by the window's row indices (through the `hint_cond` setter, the full tensor kept in
+  `hint_cond_backup`, the window's rows written back afterwards), and IP-Adapter image embeddings likewise.
+  For the low-res clip (f frames) per-frame hints are averaged over the merged frames (`FrameRows`), the
+  backups are set aside during the call, and per-frame IP-Adapter embeddings with f < F are refused.
 * Incantations (v0xie/sd-webui-incantations, scripts/pag.py, smoothed_energy_guidance.py): PAG and SEG
   keep their state in `p.incant_cfg_params` and add `(x_out[cond] - pag_x_out) * scale` in a replaced
   combine_denoised, from the output rows our update already changed: refused while active.
@@ -201,6 +207,27 @@ class FrameRows:
 
     frames: int
     down: Callable[[torch.Tensor], torch.Tensor]
+    low_frames: int | None = None  # frames of the low-res clip (None: as many as the clip's)
+
+
+def _per_frame_embedding_refusal(network: Any, frames: FrameRows | None) -> str | None:
+    """IP-Adapter units of an AnimateDiff batch (one image embedding per frame): AnimateDiff selects their
+    rows by the frame indices of each window (mm_cn_select), which for a low-res clip of fewer frames
+    are not the frames merged; an embedding cannot be averaged like an image. Refused then."""
+    if frames is None or frames.low_frames is None or frames.low_frames == frames.frames:
+        return None
+    for param in getattr(network, "control_params", None) or []:
+        if getattr(getattr(param, "control_model_type", None), "name", "") != "IPAdapter":
+            continue
+        cond_emb = getattr(
+            getattr(getattr(param, "control_model", None), "image_emb", None), "cond_emb", None
+        )
+        if isinstance(cond_emb, torch.Tensor) and cond_emb.shape[0] > 1:
+            return (
+                "ControlNet IP-Adapter with one image per frame and a temporal factor: AnimateDiff picks its "
+                "embeddings by frame index, which the low-res clip's merged frames do not follow"
+            )
+    return None
 
 
 def _frame_rows_hint(
@@ -319,6 +346,9 @@ def low_res_call(
     if reason is not None:
         raise UnsupportedInput(reason)
     network = controlnet_network(p, sd_model)
+    reason = _per_frame_embedding_refusal(network, frames)
+    if reason is not None:
+        raise UnsupportedInput(reason)
     with contextlib.ExitStack() as stack:
         if network is not None:
             in_hr = getattr(network, "is_in_high_res_fix", None)

@@ -45,6 +45,18 @@ def mm_cn_select(cn_script, context):
     rows through the hint_cond setter (which clears used_hint_cond), the full tensor kept as a backup."""
     network = getattr(cn_script, "latest_network", None) if cn_script is not None else None
     for control in getattr(network, "control_params", None) or []:
+        kind = control.control_model_type.name
+        if kind == "IPAdapter":  # :119-123: the per-frame image embeddings, by the same indices
+            model = control.control_model
+            if model.image_emb.cond_emb.shape[0] > len(context):
+                if getattr(model.image_emb, "cond_emb_backup", None) is None:
+                    model.cond_emb_backup = model.image_emb.cond_emb
+                model.image_emb = type(model.image_emb)(
+                    model.cond_emb_backup[context], model.image_emb.uncond_emb
+                )
+            continue
+        if kind == "Controlllite":
+            continue
         if control.hint_cond.shape[0] > len(context):
             control.hint_cond_backup = control.hint_cond
             control.hint_cond = control.hint_cond[context]
@@ -57,6 +69,8 @@ def mm_cn_restore(cn_script, context):
     """:138-149: the window's hint written back into the backup, the backup made current again."""
     network = getattr(cn_script, "latest_network", None) if cn_script is not None else None
     for control in getattr(network, "control_params", None) or []:
+        if control.control_model_type.name in ("IPAdapter", "Controlllite"):
+            continue
         if getattr(control, "hint_cond_backup", None) is not None:
             control.hint_cond_backup[context] = control.hint_cond
             control.hint_cond = control.hint_cond_backup
