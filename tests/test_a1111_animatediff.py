@@ -79,9 +79,15 @@ def down_text(rows, m_t):
     return v.reshape(2, v.shape[1] // m_t, m_t, *v.shape[2:]).mean(dim=2).flatten(0, 1)
 
 
-@pytest.mark.parametrize("frames,context,m_t", [(4, 4, 1), (8, 4, 2)], ids=["spatial", "temporal+spatial"])
-def test_guided_step_through_animatediffs_forward(host, animatediff, frames, context, m_t):
-    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+@pytest.mark.parametrize(
+    "frames,context,m_t,factor",
+    [(4, 4, 1, "Auto"), (8, 4, 2, "Auto"), (8, 2, 2, "2")],
+    ids=["spatial", "temporal+spatial", "low-res-clip-windowed"],
+)
+def test_guided_step_through_animatediffs_forward(host, animatediff, frames, context, m_t, factor):
+    """Auto: the low-res clip is one window of `context` frames; a factor below frames / context (8 frames,
+    context 2, factor 2 -> 4 frames): AnimateDiff windows the low-res call too, with the same context."""
+    ad, model, p, sampler, args = start(host, animatediff, frames, context, ug_args=[*UG_ON, factor])
     inner = sampler.model_wrap_cfg.inner_model
     seen = []
     mm_motion = animatediff[1].motion
@@ -113,10 +119,14 @@ def test_guided_step_through_animatediffs_forward(host, animatediff, frames, con
     # the low-res call was AnimateDiff's: the motion stand-in saw the low-res frames as one group per video
     low_frames = frames // m_t
     assert calls[-1] == (2 * min(context, low_frames), low_frames, min(context, low_frames))
-    if m_t == 2:
-        assert len(calls) == 3 + 1  # three windows at full length, ONE window holding the whole low-res clip
+    windows = [len(list(animatediff[1].uniform(n, min(context, n), 1))) for n in (frames, low_frames)]
+    assert len(calls) == sum(windows)  # the full clip's windows, then the low-res clip's
+    if factor == "Auto":
+        assert windows[1] == 1  # ONE window holding the whole low-res clip
+    else:
+        assert windows[1] == 3 and calls[-1][0] == 2 * context  # windowed: 3 windows of 2 frames over 4
     assert p.extra_generation_params["UG scale"] == "1"
-    assert p.extra_generation_params["UG temporal factor"] == "auto"
+    assert p.extra_generation_params["UG temporal factor"] == factor.lower()
     assert p.extra_generation_params["UG frames"] == f"{frames} -> {low_frames}"
     # and guidance changed the step
     _, _, _, sampler0, args0 = start(host, animatediff, frames, context, ug_args=[False])
@@ -147,3 +157,129 @@ def test_other_forward_replacements_are_still_refused(host, animatediff, capsys)
     sampler.model_wrap_cfg(**args)
     err = capsys.readouterr()
     assert "replaced the model's forward" in err.out + err.err
+
+
+# --- ControlNet beside AnimateDiff (per-frame hints, its per-window selection: mm_cn_select / restore) ---
+
+PEERS = Path(__file__).parent / "hosts" / "a1111" / "peer_extensions.py"
+
+
+def _controlnet(host, hint):
+    """sd-webui-controlnet stand-in with one unit whose hint is `hint` (AnimateDiff's batch unit: one image
+    per frame, twice for [cond, uncond]; or one image for every frame)."""
+    spec = importlib.util.spec_from_file_location("ug_peer_extensions_ad", PEERS)
+    pe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pe)
+    unit = dict(
+        control_model=pe.TinyControlNet(),
+        preprocessor={"name": "none"},
+        hint_cond=hint,
+        weight=1.0,
+        control_model_type=pe.ControlModelType.ControlNet,
+    )
+    script = pe.ControlNetScript([unit])
+    script.filename = "peer"
+    runner = host.runners[False]
+    runner.alwayson_scripts.append(script)
+    runner.set_args_range(script, 0)
+    return script
+
+
+def _frame_hints(frames, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    per_frame = torch.rand(frames, 3, 128, 128, generator=g, dtype=torch.float64)
+    return torch.cat([per_frame, per_frame])  # batch_cond_uncond: [cond frames, uncond frames]
+
+
+@pytest.mark.parametrize(
+    "frames,context,per_frame",
+    [(8, 4, True), (8, 4, False), (4, 4, True)],
+    ids=["temporal", "one-image", "spatial"],
+)
+def test_controlnet_hints_follow_the_low_res_frames(host, animatediff, capsys, frames, context, per_frame):
+    """The low-res call's hints are the clip's hints averaged over merged frames (D along frames) and
+    area-pooled 2x2; AnimateDiff's per-window backup of the full hints is neither used nor overwritten."""
+    m_t = frames // context if frames > context else 1
+    hint = _frame_hints(frames) if per_frame else _frame_hints(1)[:1]
+    script = _controlnet(host, hint.clone())
+    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+    inner = sampler.model_wrap_cfg.inner_model
+    param = script.latest_network.control_params[0]
+
+    got = sampler.model_wrap_cfg(**args)
+    assert [line for line in capsys.readouterr().out.splitlines() if "[Upsample guidance]" in line] == []
+    assert torch.equal(param.hint_cond, hint)  # the clip's hints untouched by the low-res call
+
+    x2, s2, text2, ic2, conds_list = batch_rows(args)
+    den = inner(x2, s2, cond=cond_dict(model, text2, ic2))
+    low_hint = down_text(hint, m_t) if per_frame else hint  # mean of merged frames, per CFG half
+    low_hint = torch.nn.functional.avg_pool2d(low_hint, 2)
+    ad.video_length, ad.batch_size = frames // m_t, min(context, frames // m_t)
+    param.hint_cond, backup = low_hint, getattr(param, "hint_cond_backup", None)
+    param.hint_cond_backup = None
+    try:
+        den_low = inner(
+            down3(x2, m_t),
+            s2[: 2 * frames // m_t] / math.sqrt(4 * m_t),
+            cond=cond_dict(model, down_text(text2, m_t), down3(ic2, m_t)),
+        )
+    finally:
+        ad.video_length, ad.batch_size = frames, context
+        param.hint_cond, param.hint_cond_backup = hint, backup
+    want = combine(den + up3(den_low - down3(den, m_t), m_t), conds_list, frames, 5.0)
+    assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
+    assert p.extra_generation_params["UG frames"] == f"{frames} -> {frames // m_t}"
+
+
+@pytest.mark.parametrize(
+    "names,want",
+    [(["sd-webui-controlnet", "sd-webui-upsample-guidance"], False), (["sd-webui-AnimateDiff"], True)],
+)
+def test_temporal_control_shown_only_where_animatediff_is_installed(host, monkeypatch, names, want):
+    """webui.animatediff.installed(): A1111's modules.extensions.active() (Extension objects with .name)."""
+    from types import ModuleType, SimpleNamespace
+
+    from lib_upsample_guidance.webui import animatediff as ad
+
+    extensions = ModuleType("modules.extensions")
+    extensions.active = lambda: [SimpleNamespace(name=n) for n in names]
+    monkeypatch.setitem(sys.modules, "modules.extensions", extensions)
+    monkeypatch.setattr(sys.modules["modules"], "extensions", extensions, raising=False)
+    assert ad.installed() is want
+
+
+@pytest.mark.parametrize(
+    "frames,context,rows,refused",
+    [(8, 4, 16, True), (8, 4, 1, False), (4, 4, 8, False)],
+    ids=["per-frame-temporal", "one-image-temporal", "per-frame-spatial"],
+)
+def test_ip_adapter_per_frame_embeddings_refused_with_a_temporal_factor(
+    host, animatediff, capsys, frames, context, rows, refused
+):
+    """An IP-Adapter unit with one embedding per frame (AnimateDiff batch: 2F rows) is indexed by frame in
+    each window (mm_cn_select); with fewer low-res frames that would pick the wrong frames: one warning, the
+    plain step. One embedding for all frames, or spatial guidance only (same frames): guided."""
+    from collections import namedtuple
+    from types import SimpleNamespace
+
+    image_embed = namedtuple("ImageEmbed", "cond_emb uncond_emb")
+    emb = image_embed(torch.randn(rows, 4, 8, dtype=torch.float64), torch.zeros(1, 4, 8, dtype=torch.float64))
+    script = _controlnet(host, None)
+    unit = script.units[0]
+    unit["control_model"] = SimpleNamespace(image_emb=emb)
+    unit["control_model_type"] = unit["control_model_type"].__class__.IPAdapter
+    ad, model, p, sampler, args = start(host, animatediff, frames, context)
+    inner = sampler.model_wrap_cfg.inner_model
+
+    got = sampler.model_wrap_cfg(**args)
+    out = capsys.readouterr().out
+    warns = [line for line in out.splitlines() if "[Upsample guidance]" in line]
+    x2, s2, text2, ic2, conds_list = batch_rows(args)
+    plain = combine(inner(x2, s2, cond=cond_dict(model, text2, ic2)), conds_list, frames, 5.0)
+    if refused:
+        assert len(warns) == 1 and "IP-Adapter with one image per frame" in warns[0]
+        assert torch.allclose(got, plain, atol=1e-12, rtol=0)
+        assert "UG scale" not in p.extra_generation_params
+    else:
+        assert warns == []
+        assert (got - plain).abs().max() > 1e-3 and "UG frames" in p.extra_generation_params

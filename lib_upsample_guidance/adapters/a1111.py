@@ -517,8 +517,15 @@ def guided_outputs(
     frames = animatediff.frames_of_call(ad_run, query.low_frames) if ad_run is not None else nullcontext()
     # beside other extensions: ControlNet hints at the low-res size, Deep Shrink out; refuses (raises) the rest;
     # AnimateDiff: told the low-res call's frame count; everything restored after
+    frame_rows = (
+        None
+        if ad_run is None
+        else a1111_extensions.FrameRows(ad_run.frames, query.down_rows, query.low_frames)
+    )
     with (
-        a1111_extensions.low_res_call(denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:]),
+        a1111_extensions.low_res_call(
+            denoiser.p, sd_model, denoiser, x_in.shape[-2:], query.x.shape[-2:], frame_rows
+        ),
         frames,
     ):
         for text, a, b in ((t, low_rows(a), low_rows(b)) for t, a, b in groups):

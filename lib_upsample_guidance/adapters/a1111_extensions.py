@@ -30,6 +30,12 @@ Read from each extension's source (commits in the README's compatibility table):
   `inner_model.forward` (tiles laid out for the full latent), Mixture of Diffusers replaces
   `sd_model.apply_model` (keeps `apply_model_original_md`) and sends other sizes untiled without its region
   prompts: both refused. AnimateDiff also replaces `inner_model.forward`: guided through it (webui.animatediff).
+* AnimateDiff (continue-revolution/sd-webui-animatediff a88e889, `scripts/animatediff_infv2v.py` 110-149
+  `mm_cn_select` / `mm_cn_restore`): per context window it slices every ControlNet unit's hint with more rows
+  than the window by the window's row indices (through the `hint_cond` setter, the full tensor kept in
+  `hint_cond_backup`, the window's rows written back afterwards), and IP-Adapter image embeddings likewise.
+  For the low-res clip (f frames) per-frame hints are averaged over the merged frames (`FrameRows`), the
+  backups are set aside during the call, and per-frame IP-Adapter embeddings with f < F are refused.
 * Incantations (v0xie/sd-webui-incantations, scripts/pag.py, smoothed_energy_guidance.py): PAG and SEG
   keep their state in `p.incant_cfg_params` and add `(x_out[cond] - pag_x_out) * scale` in a replaced
   combine_denoised, from the output rows our update already changed: refused while active.
@@ -41,7 +47,8 @@ Nothing here imports a host module; the host objects arrive as arguments.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -52,6 +59,7 @@ from ..webui.generation import UnsupportedInput
 
 __all__ = [
     "CONTROLNET",
+    "FrameRows",
     "controlnet_network",
     "refusal",
     "low_res_call",
@@ -152,6 +160,15 @@ def refusal(p: Any, sd_model: Any, denoiser: Any) -> str | None:
 # ControlNet hints
 
 
+def _pixel_hint(hint: Any, full_size: tuple[int, int]) -> bool:
+    """A spatial hint [B, C, Hp, Wp] in pixels covering the latent of full_size (H, W): Hp >= H, Wp >= W and
+    the same pixels per latent pixel on both axes (to 0.5)."""
+    if not isinstance(hint, torch.Tensor) or hint.ndim != 4:
+        return False
+    (H, W), hp, wp = full_size, int(hint.shape[-2]), int(hint.shape[-1])
+    return hp >= H and wp >= W and abs(hp / H - wp / W) <= 0.5
+
+
 def low_res_hint(
     hint: torch.Tensor, full_size: tuple[int, int], low_size: tuple[int, int]
 ) -> torch.Tensor | None:
@@ -162,12 +179,10 @@ def low_res_hint(
     (round(Hp * h / H), round(Wp * w / W)) pixels: the low-res call's 8 * (h, w). Area mode is the mean
     over each output pixel's footprint (exact average pooling for integer factors).
     """
-    if not isinstance(hint, torch.Tensor) or hint.ndim != 4:
-        return None
+    if not _pixel_hint(hint, full_size):
+        return None  # not a pixel-space image of this latent (e.g. a CLIP-vision embedding)
     (H, W), (h, w) = full_size, low_size
     hp, wp = int(hint.shape[-2]), int(hint.shape[-1])
-    if hp < H or wp < W or abs(hp / H - wp / W) > 0.5:
-        return None  # not a pixel-space image of this latent (e.g. a CLIP-vision embedding)
     size = (max(1, round(hp * h / H)), max(1, round(wp * w / W)))
     dtype = hint.dtype
     low = F.interpolate(hint.float() if not hint.is_floating_point() else hint, size=size, mode="area")
@@ -181,37 +196,106 @@ _HINT_FIELDS = (
     "used_hint_cond_latent",
     "used_hint_inpaint_hijack",
 )
+# set by AnimateDiff's per-window hint selection (animatediff_infv2v.py mm_cn_select / mm_cn_restore)
+_BACKUP_FIELDS = ("hint_cond_backup", "hr_hint_cond_backup")
+
+
+@dataclass(frozen=True)
+class FrameRows:
+    """An AnimateDiff call: the clip's `frames` frames per video in the rows; `down` maps per-frame rows
+    [(B F), ...] to the low-res clip's [(B f), ...] (D along the frames; FoldedVideoQuery.down_rows)."""
+
+    frames: int
+    down: Callable[[torch.Tensor], torch.Tensor]
+    low_frames: int | None = None  # frames of the low-res clip (None: as many as the clip's)
+
+
+def _per_frame_embedding_refusal(network: Any, frames: FrameRows | None) -> str | None:
+    """IP-Adapter units of an AnimateDiff batch (one image embedding per frame): AnimateDiff selects their
+    rows by the frame indices of each window (mm_cn_select), which for a low-res clip of fewer frames
+    are not the frames merged; an embedding cannot be averaged like an image. Refused then."""
+    if frames is None or frames.low_frames is None or frames.low_frames == frames.frames:
+        return None
+    for param in getattr(network, "control_params", None) or []:
+        if getattr(getattr(param, "control_model_type", None), "name", "") != "IPAdapter":
+            continue
+        cond_emb = getattr(
+            getattr(getattr(param, "control_model", None), "image_emb", None), "cond_emb", None
+        )
+        if isinstance(cond_emb, torch.Tensor) and cond_emb.shape[0] > 1:
+            return (
+                "ControlNet IP-Adapter with one image per frame and a temporal factor: AnimateDiff picks its "
+                "embeddings by frame index, which the low-res clip's merged frames do not follow"
+            )
+    return None
+
+
+def _frame_rows_hint(
+    hint: torch.Tensor, full_size: tuple[int, int], frames: FrameRows | None
+) -> torch.Tensor:
+    """A per-frame hint ([(B F), C, Hp, Wp], AnimateDiff's batch / video units: one image per frame, and per
+    CFG half) at the low-res clip's frames: the hints of merged frames averaged (D along the frames, as for
+    every other per-frame condition). One image for all frames (1 row) is kept."""
+    if frames is None or not _pixel_hint(hint, full_size) or hint.shape[0] == 1:
+        return hint
+    if hint.shape[0] % frames.frames:
+        raise UnsupportedInput(
+            f"a ControlNet hint of {hint.shape[0]} images for an AnimateDiff clip of {frames.frames} frames"
+        )
+    if tuple(hint.shape[-2:]) == tuple(full_size):  # down() would act on space too (latent-sized hint)
+        raise UnsupportedInput("a latent-sized ControlNet hint with AnimateDiff's temporal guidance")
+    dtype = hint.dtype
+    return frames.down(hint if hint.is_floating_point() else hint.float()).to(dtype)
 
 
 @contextlib.contextmanager
 def swap_controlnet_hints(
-    network: Any, full_size: tuple[int, int], low_size: tuple[int, int], in_high_res_fix: bool
+    network: Any,
+    full_size: tuple[int, int],
+    low_size: tuple[int, int],
+    in_high_res_fix: bool,
+    frames: FrameRows | None = None,
 ) -> Iterator[None]:
     """Every unit's hint at the low-res size for the calls inside the block (see module docstring).
 
     in_high_res_fix: what ControlNet decided for the full call of this step (`UnetHook.is_in_high_res_fix`);
-    the swapped hints make its selection decide the same for the low-res call.
+    the swapped hints make its selection decide the same for the low-res call. frames: an AnimateDiff
+    call: the clip's hints (not the slice of AnimateDiff's last window) are the source, per-frame hints are
+    averaged over merged frames when the low-res clip has fewer frames, and AnimateDiff's per-window backups
+    of the full hints are set aside (its restore writes a window's hint back into the backup it finds: a
+    full-clip backup would be overwritten by low-res rows).
     """
     saved = []
     try:
         for param in getattr(network, "control_params", None) or []:
             source = getattr(param, "used_hint_cond", None)
+            if frames is not None:  # AnimateDiff: used_hint_cond may be its last window's slice of the clip's
+                hr = getattr(param, "hr_hint_cond", None)
+                source = hr if in_high_res_fix and isinstance(hr, torch.Tensor) else None
             if not isinstance(source, torch.Tensor):
                 source = getattr(param, "_hint_cond", getattr(param, "hint_cond", None))
-            low = low_res_hint(source, full_size, low_size)
+            low = low_res_hint(_frame_rows_hint(source, full_size, frames), full_size, low_size)
             if low is None:
                 continue
-            saved.append((param, {name: getattr(param, name, None) for name in _HINT_FIELDS}))
+            fields = {name: getattr(param, name, None) for name in _HINT_FIELDS}
+            fields.update({name: getattr(param, name) for name in _BACKUP_FIELDS if hasattr(param, name)})
+            saved.append((param, fields))
             param._hint_cond = low
             param.hr_hint_cond = low if in_high_res_fix else None
             param.used_hint_cond = None
             param.used_hint_cond_latent = None
             param.used_hint_inpaint_hijack = None
+            for name in _BACKUP_FIELDS:
+                if name in fields:
+                    setattr(param, name, None)
         yield
     finally:
         for param, fields in saved:
             for name, value in fields.items():
                 setattr(param, name, value)
+            for name in _BACKUP_FIELDS:  # made by AnimateDiff during our call: not left behind
+                if name not in fields and hasattr(param, name):
+                    delattr(param, name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,18 +332,27 @@ def without_deep_shrink(sd_model: Any) -> Iterator[None]:
 
 @contextlib.contextmanager
 def low_res_call(
-    p: Any, sd_model: Any, denoiser: Any, full_size: tuple[int, int], low_size: tuple[int, int]
+    p: Any,
+    sd_model: Any,
+    denoiser: Any,
+    full_size: tuple[int, int],
+    low_size: tuple[int, int],
+    frames: FrameRows | None = None,
 ) -> Iterator[None]:
     """Around the low-resolution model calls of one step: refuse (UnsupportedInput, before any call) what
-    cannot be guided; swap ControlNet hints to the low size and take Deep Shrink out; restore on exit."""
+    cannot be guided; swap ControlNet hints to the low size (frames: an AnimateDiff call at fewer frames,
+    per-frame hints averaged over merged frames) and take Deep Shrink out; restore on exit."""
     reason = refusal(p, sd_model, denoiser)
     if reason is not None:
         raise UnsupportedInput(reason)
     network = controlnet_network(p, sd_model)
+    reason = _per_frame_embedding_refusal(network, frames)
+    if reason is not None:
+        raise UnsupportedInput(reason)
     with contextlib.ExitStack() as stack:
         if network is not None:
             in_hr = getattr(network, "is_in_high_res_fix", None)
             in_hr = bool(getattr(p, "is_hr_pass", False)) if not isinstance(in_hr, bool) else in_hr
-            stack.enter_context(swap_controlnet_hints(network, full_size, low_size, in_hr))
+            stack.enter_context(swap_controlnet_hints(network, full_size, low_size, in_hr, frames))
         stack.enter_context(without_deep_shrink(sd_model))
         yield

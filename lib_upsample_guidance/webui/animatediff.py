@@ -21,9 +21,12 @@ through ``inner_model.forward`` (AnimateDiff's), which lets the motion module se
   one call ``ad_params.video_length`` is set to ``f`` and ``ad_params.batch_size`` to ``min(context, f)``,
   and restored afterwards. With Auto, ``f`` equals the context length, so the low-res call is ONE window
   holding the whole clip: the motion module sees all of it at once, and that global, consistent motion is
-  what guidance hands to every window of the full-length pass (the paper's temporal upsampling).
-  Per-frame text conditioning (prompt travel) is averaged over the frames merged, which is the linear
-  interpolation AnimateDiff's prompt travel itself uses between key frames.
+  what guidance hands to every window of the full-length pass (the paper's temporal upsampling). With a
+  factor below frames / context (f > context) AnimateDiff windows the low-res call too, with the same
+  context, overlap, stride and loop setting over the f frames.
+  Per-frame conditioning follows the merged frames (D along the frames): prompt-travel embeddings (which
+  AnimateDiff slerps between key frames) and per-frame ControlNet images are averaged over each run of
+  merged frames (adapters/a1111_extensions.py for the hints).
 """
 
 from __future__ import annotations
