@@ -68,6 +68,20 @@ def _readout(width, height, enabled, scale, eta, base, resampler) -> str:
     )
 
 
+def _request_error(p, message: str) -> Exception:
+    """The error that fails a refused generation: for an HTTP API request (p.is_api) the API's own
+    HTTPException with status 422 (the WebUI's API error handler answers it with the message and prints no
+    traceback, as for any client error); otherwise a ValueError with the message."""
+    if getattr(p, "is_api", False):
+        try:
+            from fastapi import HTTPException
+
+            return HTTPException(status_code=422, detail=message)
+        except ImportError:
+            pass
+    return ValueError(message)
+
+
 def _fail_generation(p, error: ValueError) -> None:
     """Bad settings (e.g. an API request): fail this generation with the message, as the request's error.
 
@@ -78,7 +92,7 @@ def _fail_generation(p, error: ValueError) -> None:
     print(f"{WARNING_PREFIX} generation refused: {message.removeprefix('Upsample guidance: ')}")
 
     def refuse(*args, **kwargs):
-        raise ValueError(message)
+        raise _request_error(p, message)
 
     p.sample = refuse
 

@@ -3,6 +3,7 @@ other extensions' patches, infotext, API args, XYZ, Settings tab, callback regis
 
 import importlib.util
 import random
+import sys
 import types
 from pathlib import Path
 
@@ -317,6 +318,31 @@ def test_api_bad_values_fail_the_request_naming_the_field(host, args, field, cap
         host.run(p)
 
 
+class _HTTPException(Exception):
+    """fastapi.HTTPException's surface (status_code, detail): the WebUI's API error handler prints no
+    traceback for it (modules/api/api.py handle_exception) and answers with its status code."""
+
+    def __init__(self, status_code, detail=None):
+        super().__init__(status_code, detail)
+        self.status_code, self.detail = status_code, detail
+
+
+def test_api_bad_values_answered_as_a_client_error_without_traceback(host, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastapi", types.SimpleNamespace(HTTPException=_HTTPException))
+    p = host.txt2img([True, 1.0, 1.5], prompt="x", steps=2)
+    p.is_api = True  # set by the WebUI's /sdapi/v1/txt2img before process_images
+    with pytest.raises(_HTTPException) as raised:
+        host.run(p)
+    assert raised.value.status_code == 422 and "'eta'" in raised.value.detail
+    assert warnings(capsys.readouterr().out) == [
+        "[Upsample guidance] generation refused: 'eta' must be a number in [0, 1], got 1.5"
+    ]
+    # the next request is unaffected
+    p = host.txt2img([True, 1.0, 0.6], prompt="x", steps=2)
+    p.is_api = True
+    assert host.run(p).images
+
+
 # --- XYZ -------------------------------------------------------------------------------------------------
 
 
@@ -327,6 +353,7 @@ def test_xyz_axes_registered_once_and_applied(host):
         "[Upsample guidance] Scale",
         "[Upsample guidance] Eta",
         "[Upsample guidance] Base resolution",
+        "[Upsample guidance] Temporal factor",
     ):
         assert labels.count(label) == 1
     host.callbacks.before_ui_callback()  # registering again adds nothing
@@ -348,6 +375,24 @@ def test_xyz_axes_registered_once_and_applied(host):
     assert cells[0][1].extra_generation_params["UG eta"] == "0.2"
     with pytest.raises(ValueError, match="Eta"):
         host.xyz.run_axis(p, "[Upsample guidance] Eta", "0.2, 2")
+    # the temporal factor reaches the settings of each cell (AnimateDiff jobs use it; an image ignores it)
+    seen = []
+    original = host.script_module.UGSettings.with_overrides
+
+    def spy(self, overrides):
+        out = original(self, overrides)
+        seen.append(out.temporal_factor)
+        return out
+
+    host.script_module.UGSettings.with_overrides = spy
+    try:
+        cells = host.xyz.run_axis(p, "[Upsample guidance] Temporal factor", "Auto, 2, 1.5")
+    finally:
+        host.script_module.UGSettings.with_overrides = original
+    assert seen == [None, 2.0, 1.5]
+    assert all("UG scale" in c[1].infotexts[0] for c in cells)
+    with pytest.raises(ValueError, match="Temporal factor.*'temporal_factor'"):
+        host.xyz.run_axis(p, "[Upsample guidance] Temporal factor", "2, 9")
 
 
 def test_callbacks_registered_once_across_reloads(host):

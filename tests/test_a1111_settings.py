@@ -5,7 +5,7 @@ import types
 import pytest
 
 from lib_upsample_guidance.core.planner import MODEL_FAMILIES
-from lib_upsample_guidance.webui import infotext, ui, xyz
+from lib_upsample_guidance.webui import infotext, settings, ui, xyz
 from lib_upsample_guidance.webui.settings import DEFAULT_FAMILY_BASES, UGSettings, model_family
 
 
@@ -138,8 +138,12 @@ def test_readout_text():
 
 def test_xyz_specs_parse_like_the_settings():
     specs = {s["attr"]: s for s in xyz.axis_specs()}
-    assert set(specs) == {"ug_enabled", "ug_scale", "ug_eta", "ug_base"}
+    assert set(specs) == {"ug_enabled", "ug_scale", "ug_eta", "ug_base", "ug_temporal"}
     assert specs["ug_base"]["parse"]("Auto") is None and specs["ug_enabled"]["parse"]("False") is False
+    assert specs["ug_temporal"]["parse"]("Auto") is None and specs["ug_temporal"]["parse"]("2") == 2.0
+    assert set(specs) == set(settings.OVERRIDE_ATTRS)  # every axis is read back by the script
+    with pytest.raises(ValueError, match="'temporal_factor'"):
+        specs["ug_temporal"]["parse"]("0.5")
     with pytest.raises(ValueError):
         specs["ug_scale"]["parse"]("-1")
     assert (

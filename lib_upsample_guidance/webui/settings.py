@@ -101,6 +101,7 @@ OVERRIDE_ATTRS: dict[str, str] = {
     "ug_scale": "guidance_scale",
     "ug_eta": "eta",
     "ug_base": "base_resolution",
+    "ug_temporal": "temporal_factor",
 }
 """Attributes an XYZ axis sets on the processing object -> field name."""
 

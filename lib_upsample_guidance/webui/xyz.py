@@ -1,4 +1,4 @@
-"""X/Y/Z plot axes: "[Upsample guidance] Enabled / Scale / Eta / Base resolution".
+"""X/Y/Z plot axes: "[Upsample guidance] Enabled / Scale / Eta / Base resolution / Temporal factor".
 
 Registered from an ``on_before_ui`` callback (all scripts are loaded by then) by extending the built-in
 xyz_grid script module's ``axis_options``; the module is found among ``modules.scripts.scripts_data`` by its
@@ -18,6 +18,7 @@ from .settings import (
     parse_base_resolution,
     parse_bool,
     parse_float,
+    parse_temporal_factor,
 )
 
 __all__ = ["AXIS_LABELS", "find_xyz_module", "register_axes", "axis_specs"]
@@ -27,6 +28,7 @@ AXIS_LABELS = {
     "ug_scale": "[Upsample guidance] Scale",
     "ug_eta": "[Upsample guidance] Eta",
     "ug_base": "[Upsample guidance] Base resolution",
+    "ug_temporal": "[Upsample guidance] Temporal factor",
 }
 
 
@@ -55,11 +57,14 @@ def axis_specs() -> list[dict[str, Any]]:
     eta = lambda v: parse_float(v, "eta", *ETA_RANGE)  # noqa: E731
     enabled = lambda v: parse_bool(v, "enabled")  # noqa: E731
     base = lambda v: parse_base_resolution(v, "base_resolution")  # noqa: E731
+    temporal = lambda v: parse_temporal_factor(v, "temporal_factor")  # noqa: E731
     return [
         {"attr": "ug_enabled", "type": str, "parse": enabled, "choices": lambda: ["True", "False"]},
         {"attr": "ug_scale", "type": float, "parse": scale, "choices": None},
         {"attr": "ug_eta", "type": float, "parse": eta, "choices": None},
         {"attr": "ug_base", "type": str, "parse": base, "choices": lambda: ["Auto", "512", "768", "1024"]},
+        # AnimateDiff jobs only (frames / the low-res clip's frames); images ignore it
+        {"attr": "ug_temporal", "type": str, "parse": temporal, "choices": lambda: ["Auto", "1", "2", "4"]},
     ]
 
 
