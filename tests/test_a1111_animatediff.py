@@ -283,3 +283,44 @@ def test_ip_adapter_per_frame_embeddings_refused_with_a_temporal_factor(
     else:
         assert warns == []
         assert (got - plain).abs().max() > 1e-3 and "UG frames" in p.extra_generation_params
+
+
+@pytest.mark.parametrize(
+    "size,frames,context,factor,want_frames",
+    [(128, 4, 4, "Auto", "4 -> 4"), (64, 8, 4, "Auto", "8 -> 4"), (64, 8, 4, "1", None)],
+    ids=["spatial", "temporal-only", "nothing-to-guide"],
+)
+def test_params_txt_carries_the_video_keys_before_sampling(
+    host, animatediff, monkeypatch, size, frames, context, factor, want_frames
+):
+    """The whole stand-in pipeline with AnimateDiff's forward on the sampler: the keys written before sampling
+    (params.txt, what ↙️ pastes) are the image's, with `UG temporal factor` / `UG frames`; a clip at the base
+    size is guided in time only (forecast too), and a factor of 1 there guides nothing (no keys anywhere)."""
+    from modules import infotext_utils, processing, sd_samplers
+
+    mm, infv2v = animatediff
+    mm.mm_animatediff.ad_params = mm.ADParams(video_length=frames, batch_size=context, overlap=1)
+    original = sd_samplers.create_sampler
+
+    def create_sampler(name, model):  # AnimateDiff's forward on the inner model, as its step-0 callback does
+        sampler = original(name, model)
+        infv2v.install(sampler.model_wrap_cfg)
+        return sampler
+
+    monkeypatch.setattr(sd_samplers, "create_sampler", create_sampler)
+    ug = [True, 1.0, 1.0, "64", "auto", True, factor]
+    p = host.txt2img(ug, prompt="a ball", negative_prompt="blurry", steps=3, width=size, height=size)
+    p.batch_size = frames
+    result = host.run(p)
+
+    def ug_keys(text):
+        parsed = infotext_utils.parse_generation_parameters(text)
+        return {k: str(v) for k, v in parsed.items() if str(k).startswith("UG ")}
+
+    image_keys = ug_keys(result.infotexts[0])
+    assert ug_keys(processing.params_txt) == image_keys
+    if want_frames is None:
+        assert image_keys == {}
+    else:
+        assert "UG frames: " + want_frames in result.infotexts[0]
+        assert image_keys["UG temporal factor"] == factor.lower() and image_keys["UG base"] == "64"

@@ -256,3 +256,44 @@ def test_enabled_animatediff_script_without_its_forward_is_refused(unit):
     p = SimpleNamespace(scripts=SimpleNamespace(alwayson_scripts=[_ADScript()]), script_args=[unit])
     assert "AnimateDiff is enabled" in peers.refusal_by_scripts(p)
     assert peers.refusal_by_scripts(p, animatediff_guided=True) is None
+
+
+@pytest.mark.parametrize(
+    "size,frames,context,reforge,want",
+    [
+        (128, 4, 4, False, "4 -> 4"),  # spatial
+        (64, 8, 4, False, "8 -> 4"),  # at the base size: guided in time only (Auto = 8 / 4)
+        (64, 8, 4, True, None),  # reForge: an image plan at the base size, nothing to guide
+        (128, 8, 4, True, "image"),  # reForge: the image plan (video_job refuses the video at sampling)
+    ],
+)
+def test_forecast_plans_the_video(host, monkeypatch, size, frames, context, reforge, want):
+    """Before sampling (params.txt): an AnimateDiff job is forecast over (frames, H, W), with the keys the
+    guided step writes (`UG temporal factor`, `UG frames`)."""
+    from lib_upsample_guidance.webui import forecast
+
+    levels = torch.tensor([14.6, 3.0, 0.5], dtype=torch.float64)
+    monkeypatch.setattr(
+        forecast, "host_pass_schedule", lambda p, *, hires: forecast.PassSchedule("sigma", levels)
+    )
+    if reforge:
+        monkeypatch.setattr(
+            host.openaimodel, "forward_timestep_embed", host.openaimodel.forward_timestep_embed_reforge
+        )
+    _, _, patched, p = start(host, frames, context)
+    p.width = p.height = size
+    p.steps, p.sampler_name = 3, "Euler"
+    settings = UGSettings(enabled=True, guidance_scale=1.0, eta=1.0, base_resolution=64)
+    result = forge.forecast(p, settings)
+    assert result.guided is (want is not None)
+    if want in (None, "image"):
+        assert not {"UG frames", "UG temporal factor"} & set(result.params)
+        return
+    assert result.params["UG frames"] == want and result.params["UG temporal factor"] == "auto"
+    x, sigma, c, u = inputs(frames)
+    x = x[..., : size // 8, : size // 8]
+    host.samplers.sampling_function(
+        patched.model, x, sigma, [_cond(host, u)], [_cond(host, c)], CFG, patched.model_options
+    )
+    written = {k: v for k, v in p.extra_generation_params.items() if k.startswith("UG ")}
+    assert written == result.params  # the guided step wrote exactly the forecast keys

@@ -204,22 +204,23 @@ def _hires(p: Any) -> bool:
     return bool(getattr(p, "is_hr_pass", False))
 
 
-def _infotext_params(p: Any, state: GenerationState, sd_model: Any) -> dict[str, str]:
-    return infotext.make_params(
+def _infotext_params(
+    p: Any, state: GenerationState, sd_model: Any, video_frames: tuple[int, int] | None = None
+) -> dict[str, str]:
+    """The UG keys of p; video_frames (an AnimateDiff job: frames, low-res frames) adds the temporal ones."""
+    params = infotext.make_params(
         state.settings,
         base_px=state.base_px(model_family(sd_model)),
         hires_used=bool(getattr(p, "enable_hr", False)),
     )
+    if video_frames is not None:  # AnimateDiff: the temporal setting and what it does
+        setting = getattr(state.settings, "temporal_factor", "auto")
+        params.update(animatediff.infotext_params(setting, *video_frames))
+    return params
 
 
 def _write_infotext(p: Any, state: GenerationState) -> None:
-    params = _infotext_params(p, state, shared.sd_model)
-    if state.video_frames is not None:  # AnimateDiff: the temporal setting and what it did
-        params.update(
-            animatediff.infotext_params(
-                getattr(state.settings, "temporal_factor", "auto"), *state.video_frames
-            )
-        )
+    params = _infotext_params(p, state, shared.sd_model, state.video_frames)
     if all(p.extra_generation_params.get(k) == v for k, v in params.items()):
         return  # already written before sampling (forecast)
     # XYZ plot cells are shallow copies of one p sharing this dict: write into our own copy
@@ -231,12 +232,17 @@ def forecast(p: Any, state: GenerationState) -> _forecast.Forecast:
 
     Passes: the first pass (unless hires. fix starts from a given first-pass image) at (height, width) / 8,
     and the hires. fix pass at hr_upscale_to_y/x / 8 when it is guided. Each uses the host's own schedule
-    for its sampler and the convention that sampler's CFG denoiser gets at sampling time.
+    for its sampler and the convention that sampler's CFG denoiser gets at sampling time. An AnimateDiff job
+    (its parameters are set in its before_process, before this) is planned over (frames, H, W) as at sampling
+    time, so a clip guided in time only is forecast too, and its keys include `UG temporal factor` and
+    `UG frames`.
     """
     sd_model = getattr(p, "sd_model", None) or shared.sd_model
     family_key = model_family(sd_model)
     factor = MODEL_FAMILIES[family_key].latent_factor
     settings = state.settings
+    ad_run = animatediff.running_job()
+    video_frames = None
     passes: list[tuple[bool, tuple[int, int]]] = []
     enable_hr = bool(getattr(p, "enable_hr", False)) and not _forecast.is_img2img(p)
     if not (enable_hr and getattr(p, "firstpass_image", None) is not None):
@@ -246,7 +252,12 @@ def forecast(p: Any, state: GenerationState) -> _forecast.Forecast:
         passes.append((True, size))
     results = []
     for hires, size in passes:
-        plan = state.plan(size, family_key)
+        if ad_run is None:
+            plan = state.plan(size, family_key)
+        else:
+            plan = state.video_plan(ad_run, size, family_key)
+            if plan is not None and video_frames is None:
+                video_frames = (ad_run.frames, plan.low_size[0])
         levels = convention = None
         if plan is not None:
             schedule = _forecast.host_pass_schedule(p, hires=hires)
@@ -258,7 +269,7 @@ def forecast(p: Any, state: GenerationState) -> _forecast.Forecast:
         results.append(
             _forecast.pass_forecast(hires, plan, levels, convention, settings.guidance_scale, settings.eta)
         )
-    return _forecast.Forecast(results, _infotext_params(p, state, sd_model))
+    return _forecast.Forecast(results, _infotext_params(p, state, sd_model, video_frames))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ from ..comfy_family.postcfg import (
 )
 from ..comfy_family.postcfg import MARK_ATTR as _MARK_ATTR  # noqa: F401  (tests and callers)
 from ..core.planner import MODEL_FAMILIES, ModelFamily, plan_low_res
+from ..core.video import plan_video
+from ..webui import animatediff, infotext
 from ..webui import forecast as _forecast
-from ..webui import infotext
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 from . import forge_animatediff, forge_extensions
 
@@ -278,7 +279,9 @@ def forecast(p: Any, settings: Any, family_bases: dict[str, int] | None = None) 
 
     The first pass (unless hires. fix starts from a given first-pass image) and the guided hires. fix pass;
     levels in Forge's sigma space, the one the post-CFG function sees (DDIM-type samplers: the model's sigma
-    of each timestep, as Forge's CFG denoiser converts them); convention from the model's predictor.
+    of each timestep, as Forge's CFG denoiser converts them); convention from the model's predictor. An
+    sd-forge-animatediff job (old Forge) is planned over (frames, H, W) as at sampling time; its keys include
+    `UG temporal factor` and `UG frames`.
     """
     model = p.sd_model.forge_objects.unet.model
     family = detect_model_family(p.sd_model, model)
@@ -292,11 +295,18 @@ def forecast(p: Any, settings: Any, family_bases: dict[str, int] | None = None) 
         passes.append((False, (int(p.height) // factor, int(p.width) // factor)))
     if enable_hr and getattr(settings, "guide_hires_pass", True):
         passes.append((True, (int(p.hr_upscale_to_y) // factor, int(p.hr_upscale_to_x) // factor)))
+    video = forge_animatediff.forecast_job(settings)
+    video_frames = None
     results = []
     for hires, size in passes:
-        plan = plan_low_res(
-            size, base, latent_factor=factor, granularity=family.granularity, resampler=settings.resampler
-        )
+        layout = {"latent_factor": factor, "granularity": family.granularity, "resampler": settings.resampler}
+        if video is None:
+            plan = plan_low_res(size, base, **layout)
+        else:
+            run, temporal_factor = video
+            plan = plan_video(run.frames, size, base, temporal_factor=temporal_factor, **layout)
+            if plan is not None and video_frames is None:
+                video_frames = (run.frames, plan.low_size[0])
         levels = None
         if plan is not None:
             schedule = _forecast.host_pass_schedule(p, hires=hires)
@@ -312,4 +322,6 @@ def forecast(p: Any, settings: Any, family_bases: dict[str, int] | None = None) 
             )
         )
     params = infotext.make_params(settings, base_px=base, hires_used=bool(getattr(p, "enable_hr", False)))
+    if video_frames is not None:
+        params.update(animatediff.infotext_params(getattr(settings, "temporal_factor", None), *video_frames))
     return _forecast.Forecast(results, params)

@@ -48,6 +48,7 @@ __all__ = [
     "has_animatediff",
     "unet_calls_block_inner_modifiers",
     "video_job",
+    "forecast_job",
 ]
 
 AD_FORWARD = "AnimateDiffInfV2V.mm_sd_forward"  # model_options["model_function_wrapper"]
@@ -115,3 +116,13 @@ def video_job(args: dict, settings: Any, infotext: dict[str, str] | None) -> Vid
             infotext.update(animatediff.infotext_params(setting, run.frames, low_frames))
 
     return VideoJob(run.frames, factor, partial(animatediff.frames_of_call, run), on_query, refusal)
+
+
+def forecast_job(settings: Any) -> tuple[animatediff.AnimateDiffRun, float] | None:
+    """Before sampling (the infotext forecast): the AnimateDiff job and its temporal factor m_t when its
+    motion modules will run on this host, else None (an image; or reForge's video, which video_job refuses).
+    AnimateDiff's before_process has set its job parameters by then (b20f751 scripts/animatediff.py:51-54)."""
+    run = animatediff.running_job()
+    if run is None or not unet_calls_block_inner_modifiers():
+        return None
+    return run, animatediff.temporal_factor(run, getattr(settings, "temporal_factor", None))

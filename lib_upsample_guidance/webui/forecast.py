@@ -9,7 +9,9 @@ and checked against what really happened in ``postprocess_batch`` (:func:`after_
   the base size (a plan exists) and its FIRST model evaluation — the noisiest one — lies in the guided part
   of the model's time axis, ``t(level_0) / T >= 1 - eta`` with ``theta > 0`` (core.schedule); every later
   evaluation is less noisy, so the first decides. The plan depends on the size and base, the schedule on
-  eta and the sampler's noise levels: all known before sampling.
+  eta and the sampler's noise levels: all known before sampling. For an AnimateDiff job the adapters plan
+  over (frames, H, W) (core.video; its parameters are set in AnimateDiff's before_process), so a clip at
+  the base size that is longer than the motion module's context is forecast as guided in time.
 * The noise levels are the host's own: a throwaway sampler from ``modules.sd_samplers.create_sampler`` and
   its ``get_sigmas`` (k-diffusion samplers; the pass starts at ``sigmas[steps - t_enc - 1]`` for img2img
   and the hires pass, as ``sample_img2img`` does) or ``get_timesteps`` (DDIM, PLMS, UniPC: evaluated from the
