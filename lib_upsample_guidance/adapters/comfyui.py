@@ -43,9 +43,9 @@ from ..comfy_family.postcfg import (
 )
 from ..core.planner import MODEL_FAMILIES, ModelFamily
 from ..core.resample import RESAMPLER_KINDS
-from .comfyui_video import video_refusal
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 from ..webui.settings import BASE_RANGE, ETA_RANGE, SCALE_RANGE
+from .comfyui_video import video_refusal
 
 __all__ = [
     "input_types",

@@ -4,7 +4,6 @@
 import math
 
 import comfy.samplers
-import torch
 
 
 class MotionModule:
@@ -54,7 +53,7 @@ def outer_sample(model_options, latents, motion_module):
     return options
 
 
-def evolved_sampling_function(model, x, timestep, uncond, cond, cond_scale, model_options={}, seed=None):
+def evolved_sampling_function(model, x, timestep, uncond, cond, cond_scale, model_options=None, seed=None):
     ADGS = model_options["transformer_options"]["ADGS"]
     model_options = model_options.copy()
     model_options["transformer_options"] = model_options["transformer_options"].copy()
@@ -62,7 +61,9 @@ def evolved_sampling_function(model, x, timestep, uncond, cond, cond_scale, mode
     uncond_ = uncond
     if math.isclose(cond_scale, 1.0) and model_options.get("disable_cfg1_optimization", False) is False:
         uncond_ = None
-    cond_pred, uncond_pred = comfy.samplers.calc_cond_batch(model, [cond, uncond_], x, timestep, model_options)
+    cond_pred, uncond_pred = comfy.samplers.calc_cond_batch(
+        model, [cond, uncond_], x, timestep, model_options
+    )
     return comfy.samplers.cfg_function(
         model, cond_pred, uncond_pred, cond_scale, x, timestep, model_options, cond, uncond
     )
