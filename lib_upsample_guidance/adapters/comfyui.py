@@ -16,6 +16,8 @@ ComfyUI specifics: its cfg_function passes cond_scale and has no AND-prompt stre
 (Conditioning Set Area) are mapped to the low-res latent, SDXL's `y` gets the low-res size when it embeds the
 generation's size (core.size_conditioning), conditions with a time window are chosen at the full-size sigma;
 ControlNet resizes its hint to the latent it is called with (comfy.controlnet), so it needs nothing here.
+Videos sampled by AnimateDiff-Evolved or through ComfyUI's context windows are refused with one warning
+(comfyui_video: why).
 The per-generation guard is keyed on the sampling run (model_options["transformer_options"]["sample_sigmas"],
 one per KSampler / SamplerCustom run) and kept on the patch, never in module globals.
 
@@ -43,6 +45,7 @@ from ..core.planner import MODEL_FAMILIES, ModelFamily
 from ..core.resample import RESAMPLER_KINDS
 from ..webui.generation import WARNING_PREFIX, GuardState, UnsupportedInput, describe
 from ..webui.settings import BASE_RANGE, ETA_RANGE, SCALE_RANGE
+from .comfyui_video import video_refusal
 
 __all__ = [
     "input_types",
@@ -284,6 +287,7 @@ def patch_model(
             state_of=guard.state_of,
             and_strength=False,
             condition_features=CONDITION_FEATURES,
+            refusal=video_refusal,  # AnimateDiff-Evolved, ComfyUI's context windows: one warning, unguided
         )
         patched.set_model_sampler_post_cfg_function(make_post_cfg_function(ctx))
     except Exception as exc:  # never lose the user's image: the input model, unguided, one warning
