@@ -115,6 +115,7 @@ def test_train_writes_loadable_safetensors(tmp_path):
         ["bench", "video", "--cells", "space"],
         ["bench", "video", "--n", "1"],
         ["bench", "video", "--eta", "2"],
+        ["bench", "quality", "video", "--cells", "space"],
         ["demo", "video", "--frames", "3"],
         ["demo", "video", "--frames", "1", "--size", "1"],
         ["demo", "video", "--n", "0"],
@@ -132,11 +133,35 @@ def test_missing_weights_are_a_message(tmp_path, capsys):
 
 
 def test_shipped_weights_are_small_safetensors_with_a_training_record():
+    import json
+    from pathlib import Path
+
     from lib_upsample_guidance.demo.video.wrapper import DEFAULT_WEIGHTS
 
-    if not DEFAULT_WEIGHTS.exists():
-        pytest.skip("no video weights shipped yet")
-    assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000
+    assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size < 2_000_000
+    with open(DEFAULT_WEIGHTS, "rb") as f:  # safetensors: 8-byte header length, then a JSON header
+        header_len = int.from_bytes(f.read(8), "little")
+        assert f.read(1) == b"{" and header_len < 100_000
     model, meta = load_video_model()
     assert meta["command"].startswith("python -m lib_upsample_guidance.demo.video.train")
     assert meta["base_frames"] == "8" and meta["base_size"] == "16" and int(meta["steps"]) > 0
+    record_path = Path(__file__).resolve().parent.parent / "docs" / "video_training_record.json"
+    record = json.loads(record_path.read_text())
+    assert record["command"] == meta["command"] and str(record["steps"]) == meta["steps"]
+    assert record["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_bench_quality_video_is_the_video_bench(tmp_path, capsys):
+    """`bench quality video` runs the one video counter (the same module as `bench video`)."""
+    from lib_upsample_guidance.__main__ import COMMANDS
+    from lib_upsample_guidance.demo.video import train
+
+    assert COMMANDS[("bench", "quality", "video")] == COMMANDS[("bench", "video")]
+    weights = tmp_path / "v.safetensors"
+    tiny = ["--max-steps", "1", "--channels", "8,16,16", "--batch", "1", "--out", str(weights)]
+    assert train.main([*tiny, "--record", str(tmp_path / "v.json")]) == 0
+    capsys.readouterr()
+    argv = ["bench", "quality", "video", "--weights", str(weights), "--n", "2", "--steps", "2"]
+    assert cli_main([*argv, "--cells", "frames", "--out", str(tmp_path), "--quiet"]) == 0
+    assert "| frames (8 f, 16 px) | base size |" in capsys.readouterr().out
+    assert (tmp_path / "video.json").is_file()
