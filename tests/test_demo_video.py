@@ -165,3 +165,39 @@ def test_bench_quality_video_is_the_video_bench(tmp_path, capsys):
     assert cli_main([*argv, "--cells", "frames", "--out", str(tmp_path), "--quiet"]) == 0
     assert "| frames (8 f, 16 px) | base size |" in capsys.readouterr().out
     assert (tmp_path / "video.json").is_file()
+
+
+def _point(theta: float, eta: float, correct: float, low: float) -> dict:
+    return {"theta": theta, "eta": eta, "correct": correct, "correct_interval": (low, 1.0)}
+
+
+def test_sweep_pick_is_the_best_worst_cell_then_the_mean_then_the_papers_side():
+    from lib_upsample_guidance.demo.video.bench import choose_setting
+
+    cells = {
+        "frames": [_point(1, 1, 0.9, 0.80), _point(2, 0.5, 0.99, 0.90)],
+        "size": [_point(1, 1, 0.9, 0.80), _point(2, 0.5, 0.80, 0.70)],
+    }
+    assert (choose_setting(cells)["theta"], choose_setting(cells)["eta"]) == (1, 1)  # worst cell 0.80 > 0.70
+    cells["size"][1] = _point(2, 0.5, 0.9, 0.80)  # same worst cell: the higher mean wins
+    assert (choose_setting(cells)["theta"], choose_setting(cells)["eta"]) == (2, 0.5)
+    tie = {"frames": [_point(2, 0.5, 0.9, 0.8), _point(1, 1, 0.9, 0.8), _point(1, 0.5, 0.9, 0.8)]}
+    assert (choose_setting(tie)["theta"], choose_setting(tie)["eta"]) == (1, 1)  # full tie: the paper's
+    assert choose_setting({"frames": []}) is None
+
+
+def test_sweep_runs_every_point_in_every_cell(tmp_path, capsys):
+    import json
+
+    from lib_upsample_guidance.demo.video import bench, train
+
+    weights = tmp_path / "v.safetensors"
+    tiny = ["--max-steps", "1", "--channels", "8,16,16", "--batch", "1", "--out", str(weights)]
+    assert train.main([*tiny, "--record", str(tmp_path / "v.json")]) == 0
+    argv = ["bench", "video", "--sweep", "--weights", str(weights), "--sweep-n", "2", "--steps", "2"]
+    assert cli_main([*argv, "--cells", "frames", "--out", str(tmp_path), "--quiet"]) == 0
+    sweep = json.loads((tmp_path / "video_sweep.json").read_text())
+    points = {(p["theta"], p["eta"]) for p in sweep["cells"]["frames"]}
+    assert points == {(t, e) for t in bench.SWEEP_THETAS for e in bench.SWEEP_ETAS}
+    assert sweep["seed"] == 1 and sweep["choice"] is not None
+    assert "pick" in capsys.readouterr().out
