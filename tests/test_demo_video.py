@@ -4,6 +4,7 @@ the command lines' input checks. No shipped weights needed (a random-weight mode
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -107,6 +108,14 @@ def test_train_writes_loadable_safetensors(tmp_path):
     assert model(torch.zeros(1, 3, 8, 16, 16), torch.tensor([0.5])).shape == (1, 3, 8, 16, 16)
     with pytest.raises(ValueError, match="cannot load"):
         load_video_model(record)
+    # continuing from those weights: same architecture (--channels ignored), the first run kept
+    out2 = tmp_path / "v2.safetensors"
+    more = ["--max-steps", "1", "--batch", "2", "--init", str(out), "--out", str(out2)]
+    assert train.main([*more, "--record", str(tmp_path / "v2.json")]) == 0
+    model2, meta2 = load_video_model(out2)
+    assert model2.config == model.config and meta2["steps"] == "1"
+    earlier = json.loads((tmp_path / "v2.json").read_text())["earlier_runs"]
+    assert [r["steps"] for r in earlier] == ["2"] and json.loads(meta2["earlier_runs"]) == earlier
 
 
 @pytest.mark.parametrize(
@@ -133,7 +142,6 @@ def test_missing_weights_are_a_message(tmp_path, capsys):
 
 
 def test_shipped_weights_are_small_safetensors_with_a_training_record():
-    import json
     from pathlib import Path
 
     from lib_upsample_guidance.demo.video.wrapper import DEFAULT_WEIGHTS
@@ -187,8 +195,6 @@ def test_sweep_pick_is_the_best_worst_cell_then_the_mean_then_the_papers_side():
 
 
 def test_sweep_runs_every_point_in_every_cell(tmp_path, capsys):
-    import json
-
     from lib_upsample_guidance.demo.video import bench, train
 
     weights = tmp_path / "v.safetensors"
