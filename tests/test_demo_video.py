@@ -42,8 +42,21 @@ def test_clips_move_in_straight_lines_inside_the_frame():
 
 @pytest.mark.parametrize("frames,size", [(8, 16), (16, 16), (8, 32), (16, 32)])
 def test_tracker_accepts_every_data_clip(frames, size):
-    clips, _ = sample_clips(24, frames, size, torch.Generator().manual_seed(frames + size))
+    clips, _ = sample_clips(100, frames, size, torch.Generator().manual_seed(frames + size))
     assert all(c.ok for c in check_clips(clips))
+
+
+@pytest.mark.parametrize("radius", [0.10, 0.30])
+def test_tracker_rejects_an_object_of_a_size_the_data_never_has(monkeypatch, radius):
+    from lib_upsample_guidance.demo.video import dataset
+
+    monkeypatch.setattr(dataset, "R_MIN", radius)
+    monkeypatch.setattr(dataset, "R_MAX", radius)
+    monkeypatch.setattr(dataset, "MARGIN", 0.0)
+    clips, _ = sample_clips(8, 8, 32, torch.Generator().manual_seed(1))
+    checks = check_clips(clips)
+    assert all(c.one_object and c.track_residual < 0.03 and c.area_ratio < 1.3 for c in checks)
+    assert not any(c.data_size or c.ok for c in checks)
 
 
 def test_tracker_rejects_broken_motion_and_duplicates():

@@ -3,8 +3,8 @@ on the shipped video model (8 frames of 16 px, one disk moving in a straight lin
 
 Cells: 2x frames (16 frames of 16 px), 2x size (8 frames of 32 px) and both (16 frames of 32 px). Per cell
 and method (see :mod:`.pipeline`): correct clips (:mod:`.tracker`: one object in every frame, a straight
-constant-velocity track, a steady size), one object in every frame, straight track (among clips with one
-object in every frame), object scale against the base-size clips' (sqrt of the area ratio), seconds per
+constant-velocity track, a steady size of the data's range), one object in every frame, straight track and
+data's size (both among clips with one object in every frame), object scale against the base-size clips' (sqrt of the area ratio), seconds per
 clip and model cost relative to plain sampling (network pixels evaluated). Writes video.json and a PNG strip
 of the first clips of every method.
 
@@ -101,6 +101,7 @@ def summarise(clips, area_ref: float | None = None) -> dict:
         "correct_interval": wilson_interval(correct, n),
         "one_object_every_frame": len(one) / n,
         "straight_track": (sum(c.track_residual <= TRACK_TOLERANCE for c in one) / len(one)) if one else 0.0,
+        "data_size": (sum(c.data_size for c in one) / len(one)) if one else 0.0,
         "object_area": area,
         "object_scale": (area / area_ref) ** 0.5 if area_ref and area else None,
     }
@@ -256,8 +257,9 @@ def table(results: dict) -> str:
     from .pipeline import LABELS
 
     lines = [
-        "| cell | method | correct clips | one object every frame | straight track | object scale | s/clip | cost |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cell | method | correct clips | one object every frame | straight track | data's size | object scale "
+        "| s/clip | cost |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell, r in results["cells"].items():
         for method, m in r["methods"].items():
@@ -269,6 +271,6 @@ def table(results: dict) -> str:
             scale = "" if m["object_scale"] is None else f"{m['object_scale']:.2f}"
             lines.append(
                 f"| {cell} ({shown}) | {LABELS[method]} | {m['correct']:.0%} | {m['one_object_every_frame']:.0%} "
-                f"| {m['straight_track']:.0%} | {scale} | {m['seconds_per_clip']:.2f} | {m['cost_vs_plain']:.2f} |"
+                f"| {m['straight_track']:.0%} | {m['data_size']:.0%} | {scale} | {m['seconds_per_clip']:.2f} | {m['cost_vs_plain']:.2f} |"
             )
     return "\n".join(lines)
