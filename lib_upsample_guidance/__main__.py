@@ -4,7 +4,7 @@ demo [--out DIR] [--factor 2] [--seed N]     comparison grid from the shipped sm
 demo video [--out DIR] [--seed N]             animated GIF from the small video model (2x frames, 2x size)
 bench quality [--n N] [--json]                structure rate etc. on the small model
 bench quality video [--n N] [--json]          the video counter: the same command as `bench video`
-bench video [--n N] [--json]                  correct clips at 2x frames / 2x size on the small video model
+bench video [--n N] [--sweep] [--json]        correct clips at 2x frames / 2x size on the small video model
 bench speed [--arch sd15|sdxl] [--json]       cost of guidance on the real SD UNet graphs
 """
 
