@@ -4,6 +4,7 @@ the command lines' input checks. No shipped weights needed (a random-weight mode
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -41,8 +42,21 @@ def test_clips_move_in_straight_lines_inside_the_frame():
 
 @pytest.mark.parametrize("frames,size", [(8, 16), (16, 16), (8, 32), (16, 32)])
 def test_tracker_accepts_every_data_clip(frames, size):
-    clips, _ = sample_clips(24, frames, size, torch.Generator().manual_seed(frames + size))
+    clips, _ = sample_clips(100, frames, size, torch.Generator().manual_seed(frames + size))
     assert all(c.ok for c in check_clips(clips))
+
+
+@pytest.mark.parametrize("radius", [0.10, 0.30])
+def test_tracker_rejects_an_object_of_a_size_the_data_never_has(monkeypatch, radius):
+    from lib_upsample_guidance.demo.video import dataset
+
+    monkeypatch.setattr(dataset, "R_MIN", radius)
+    monkeypatch.setattr(dataset, "R_MAX", radius)
+    monkeypatch.setattr(dataset, "MARGIN", 0.0)
+    clips, _ = sample_clips(8, 8, 32, torch.Generator().manual_seed(1))
+    checks = check_clips(clips)
+    assert all(c.one_object and c.track_residual < 0.03 and c.area_ratio < 1.3 for c in checks)
+    assert not any(c.data_size or c.ok for c in checks)
 
 
 def test_tracker_rejects_broken_motion_and_duplicates():
@@ -107,6 +121,14 @@ def test_train_writes_loadable_safetensors(tmp_path):
     assert model(torch.zeros(1, 3, 8, 16, 16), torch.tensor([0.5])).shape == (1, 3, 8, 16, 16)
     with pytest.raises(ValueError, match="cannot load"):
         load_video_model(record)
+    # continuing from those weights: same architecture (--channels ignored), the first run kept
+    out2 = tmp_path / "v2.safetensors"
+    more = ["--max-steps", "1", "--batch", "2", "--init", str(out), "--out", str(out2)]
+    assert train.main([*more, "--record", str(tmp_path / "v2.json")]) == 0
+    model2, meta2 = load_video_model(out2)
+    assert model2.config == model.config and meta2["steps"] == "1"
+    earlier = json.loads((tmp_path / "v2.json").read_text())["earlier_runs"]
+    assert [r["steps"] for r in earlier] == ["2"] and json.loads(meta2["earlier_runs"]) == earlier
 
 
 @pytest.mark.parametrize(
@@ -115,6 +137,7 @@ def test_train_writes_loadable_safetensors(tmp_path):
         ["bench", "video", "--cells", "space"],
         ["bench", "video", "--n", "1"],
         ["bench", "video", "--eta", "2"],
+        ["bench", "quality", "video", "--cells", "space"],
         ["demo", "video", "--frames", "3"],
         ["demo", "video", "--frames", "1", "--size", "1"],
         ["demo", "video", "--n", "0"],
@@ -132,11 +155,68 @@ def test_missing_weights_are_a_message(tmp_path, capsys):
 
 
 def test_shipped_weights_are_small_safetensors_with_a_training_record():
+    from pathlib import Path
+
     from lib_upsample_guidance.demo.video.wrapper import DEFAULT_WEIGHTS
 
-    if not DEFAULT_WEIGHTS.exists():
-        pytest.skip("no video weights shipped yet")
-    assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000
+    assert DEFAULT_WEIGHTS.is_file() and DEFAULT_WEIGHTS.stat().st_size < 2_000_000
+    with open(DEFAULT_WEIGHTS, "rb") as f:  # safetensors: 8-byte header length, then a JSON header
+        header_len = int.from_bytes(f.read(8), "little")
+        assert f.read(1) == b"{" and header_len < 100_000
     model, meta = load_video_model()
     assert meta["command"].startswith("python -m lib_upsample_guidance.demo.video.train")
     assert meta["base_frames"] == "8" and meta["base_size"] == "16" and int(meta["steps"]) > 0
+    record_path = Path(__file__).resolve().parent.parent / "docs" / "video_training_record.json"
+    record = json.loads(record_path.read_text())
+    assert record["command"] == meta["command"] and str(record["steps"]) == meta["steps"]
+    assert record["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_bench_quality_video_is_the_video_bench(tmp_path, capsys):
+    """`bench quality video` runs the one video counter (the same module as `bench video`)."""
+    from lib_upsample_guidance.__main__ import COMMANDS
+    from lib_upsample_guidance.demo.video import train
+
+    assert COMMANDS[("bench", "quality", "video")] == COMMANDS[("bench", "video")]
+    weights = tmp_path / "v.safetensors"
+    tiny = ["--max-steps", "1", "--channels", "8,16,16", "--batch", "1", "--out", str(weights)]
+    assert train.main([*tiny, "--record", str(tmp_path / "v.json")]) == 0
+    capsys.readouterr()
+    argv = ["bench", "quality", "video", "--weights", str(weights), "--n", "2", "--steps", "2"]
+    assert cli_main([*argv, "--cells", "frames", "--out", str(tmp_path), "--quiet"]) == 0
+    assert "| frames (8 f, 16 px) | base size |" in capsys.readouterr().out
+    assert (tmp_path / "video.json").is_file()
+
+
+def _point(theta: float, eta: float, correct: float, low: float) -> dict:
+    return {"theta": theta, "eta": eta, "correct": correct, "correct_interval": (low, 1.0)}
+
+
+def test_sweep_pick_is_the_best_worst_cell_then_the_mean_then_the_papers_side():
+    from lib_upsample_guidance.demo.video.bench import choose_setting
+
+    cells = {
+        "frames": [_point(1, 1, 0.9, 0.80), _point(2, 0.5, 0.99, 0.90)],
+        "size": [_point(1, 1, 0.9, 0.80), _point(2, 0.5, 0.80, 0.70)],
+    }
+    assert (choose_setting(cells)["theta"], choose_setting(cells)["eta"]) == (1, 1)  # worst cell 0.80 > 0.70
+    cells["size"][1] = _point(2, 0.5, 0.9, 0.80)  # same worst cell: the higher mean wins
+    assert (choose_setting(cells)["theta"], choose_setting(cells)["eta"]) == (2, 0.5)
+    tie = {"frames": [_point(2, 0.5, 0.9, 0.8), _point(1, 1, 0.9, 0.8), _point(1, 0.5, 0.9, 0.8)]}
+    assert (choose_setting(tie)["theta"], choose_setting(tie)["eta"]) == (1, 1)  # full tie: the paper's
+    assert choose_setting({"frames": []}) is None
+
+
+def test_sweep_runs_every_point_in_every_cell(tmp_path, capsys):
+    from lib_upsample_guidance.demo.video import bench, train
+
+    weights = tmp_path / "v.safetensors"
+    tiny = ["--max-steps", "1", "--channels", "8,16,16", "--batch", "1", "--out", str(weights)]
+    assert train.main([*tiny, "--record", str(tmp_path / "v.json")]) == 0
+    argv = ["bench", "video", "--sweep", "--weights", str(weights), "--sweep-n", "2", "--steps", "2"]
+    assert cli_main([*argv, "--cells", "frames", "--out", str(tmp_path), "--quiet"]) == 0
+    sweep = json.loads((tmp_path / "video_sweep.json").read_text())
+    points = {(p["theta"], p["eta"]) for p in sweep["cells"]["frames"]}
+    assert points == {(t, e) for t in bench.SWEEP_THETAS for e in bench.SWEEP_ETAS}
+    assert sweep["seed"] == 1 and sweep["choice"] is not None
+    assert "pick" in capsys.readouterr().out

@@ -8,20 +8,27 @@ For one clip (3, F, H, W) in [-1, 1], frame by frame with the image demo's backg
 2. its centroid (x, y) / side, fitted by a straight line in the frame index (least squares per coordinate),
    leaves no residual above ``TRACK_TOLERANCE`` (a fraction of the side): straight, constant-velocity motion
    (no jumps, no reversal, no teleporting);
-3. its area varies by at most ``AREA_RATIO`` (largest / smallest over the frames): the same object throughout.
+3. its area varies by at most ``AREA_RATIO`` (largest / smallest over the frames): the same object throughout;
+4. its size is one the data has: the mean area (fraction of the frame) lies in the data's disk-area range
+   ``[pi R_MIN^2, pi R_MAX^2]`` widened by ``AREA_RATIO ** 0.5`` on each side (``SIZE_RANGE``: a radius at most
+   19% outside the data's radii; the detector measures data disks 0.95-1.17 times pi r^2). Plain sampling at
+   twice the size shrinks the object below it; without this a shrunken disk counted as correct.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..detector import MIN_AREA_FRACTION, components_with_centroids, foreground_mask
+from .dataset import R_MAX, R_MIN
 
 TRACK_TOLERANCE = 0.08
 AREA_RATIO = 2.0
+SIZE_RANGE = (math.pi * R_MIN**2 / AREA_RATIO**0.5, math.pi * R_MAX**2 * AREA_RATIO**0.5)  # mean area / frame
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,18 @@ class ClipCheck:
         return all(c == 1 for c in self.counts)
 
     @property
+    def data_size(self) -> bool:
+        """The object's mean area is one the data has (criterion 4)."""
+        return SIZE_RANGE[0] <= self.mean_area <= SIZE_RANGE[1]
+
+    @property
     def ok(self) -> bool:
-        return self.one_object and self.track_residual <= TRACK_TOLERANCE and self.area_ratio <= AREA_RATIO
+        return (
+            self.one_object
+            and self.track_residual <= TRACK_TOLERANCE
+            and self.area_ratio <= AREA_RATIO
+            and self.data_size
+        )
 
 
 def check_clip(clip: torch.Tensor) -> ClipCheck:

@@ -5,12 +5,14 @@ Objective: v-prediction MSE on 8-frame 16 px clips (:mod:`.dataset`), t ~ U(0, 1
 x_t = a(t) x0 + s(t) eps (the cosine VP schedule of :mod:`lib_upsample_guidance.demo.model`), AdamW with a
 linear warm-up and cosine decay over the wall-clock budget, and an exponential moving average (EMA) of the
 weights, which is what gets saved (fp16 safetensors, architecture and training record in the metadata), plus
-a JSON training record (command, seed, loss curve).
+a JSON training record (command, seed, loss curve). ``--init`` continues from earlier weights (a fresh
+schedule; the earlier runs' commands are kept in ``earlier_runs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -56,10 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--record", type=Path, default=Path("docs/video_training_record.json"))
+    ap.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="continue from these weights (a file this command wrote; its architecture is used and its "
+        "commands are kept in the new file's metadata and record); the schedule starts again",
+    )
     args = ap.parse_args(argv)
 
     cfg = VideoUNetConfig(channels=tuple(int(c) for c in args.channels.split(",")))
+    earlier: list[dict[str, str]] = []
+    if args.init is not None:
+        from .wrapper import load_video_model
+
+        init_model, init_meta = load_video_model(args.init)
+        cfg = init_model.config
+        earlier = [*json.loads(init_meta.get("earlier_runs", "[]")), _run_summary(init_meta)]
     model, ema, opt, gen = setup_training(VideoUNet, cfg, args)
+    if args.init is not None:
+        model.load_state_dict(init_model.state_dict())
+        ema.load_state_dict(init_model.state_dict())
+    args.earlier_runs = earlier
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"training {n_params} parameters on {args.frames}x{args.size}x{args.size} clips, "
@@ -96,6 +116,7 @@ def _save(ema, cfg, args, step: int, seconds: float, curve: list[dict[str, float
             "budget": f"{args.minutes:g} min of {args.budget} time",
             "objective": "v-prediction, cosine VP schedule",
             "command": command,
+            "earlier_runs": json.dumps(args.earlier_runs),
         }
     )
     record = {
@@ -112,9 +133,15 @@ def _save(ema, cfg, args, step: int, seconds: float, curve: list[dict[str, float
         "budget": f"{args.minutes:g} min of {args.budget} time",
         "process_cpu_seconds": round(time.process_time(), 1),
         "parameters": sum(p.numel() for p in ema.parameters()),
+        "earlier_runs": args.earlier_runs,
         "loss_curve": curve,
     }
     save_ema(ema, meta, args.out, record, args.record)
+
+
+def _run_summary(meta: dict[str, str]) -> dict[str, str]:
+    """What a weights file's metadata says about the run that wrote it (kept by a run continuing from it)."""
+    return {k: meta[k] for k in ("command", "steps", "train_seconds", "budget") if k in meta}
 
 
 if __name__ == "__main__":
