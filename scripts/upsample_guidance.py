@@ -85,8 +85,10 @@ def _request_error(p, message: str) -> Exception:
 def _fail_generation(p, error: ValueError) -> None:
     """Bad settings (e.g. an API request): fail this generation with the message, as the request's error.
 
-    The WebUI catches exceptions raised by script hooks, so the error is raised from p.sample instead,
-    which process_images calls outside those guards.
+    The WebUI catches exceptions raised by script hooks, so the error is raised from p.init instead, which
+    process_images calls right after the scripts' process() and outside those guards, before any batch: no
+    host state is changed yet (old Forge applies an extension's noise-schedule change around p.sample and
+    restores it only when p.sample returns). p.sample raises it too, should a host skip p.init.
     """
     message = str(error)
     print(f"{WARNING_PREFIX} generation refused: {message.removeprefix('Upsample guidance: ')}")
@@ -94,6 +96,7 @@ def _fail_generation(p, error: ValueError) -> None:
     def refuse(*args, **kwargs):
         raise _request_error(p, message)
 
+    p.init = refuse
     p.sample = refuse
 
 

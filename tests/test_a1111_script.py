@@ -331,8 +331,11 @@ def test_api_bad_values_answered_as_a_client_error_without_traceback(host, monke
     monkeypatch.setitem(sys.modules, "fastapi", types.SimpleNamespace(HTTPException=_HTTPException))
     p = host.txt2img([True, 1.0, 1.5], prompt="x", steps=2)
     p.is_api = True  # set by the WebUI's /sdapi/v1/txt2img before process_images
+    host.processing.params_txt = "untouched"
     with pytest.raises(_HTTPException) as raised:
         host.run(p)
+    # refused before the first batch (p.init): no batch began, no host state was changed around p.sample
+    assert host.processing.params_txt == "untouched"
     assert raised.value.status_code == 422 and "'eta'" in raised.value.detail
     assert warnings(capsys.readouterr().out) == [
         "[Upsample guidance] generation refused: 'eta' must be a number in [0, 1], got 1.5"
