@@ -25,31 +25,62 @@ from .model import SmallUNet, UNetConfig, config_to_metadata
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "shapes16.safetensors"
 
 
-def v_loss(model: SmallUNet, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """mean over pixels and batch of (model(x_t, t) - v)^2 with v = a eps - s x0."""
+def v_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """mean over every element of (model(x_t, t) - v)^2, x_t = a x0 + s eps, v = a eps - s x0, with
+    a = cos(pi t / 2), s = sin(pi t / 2) and one t ~ U(0, 1) per sample (an image [C, H, W] or a clip
+    [C, F, H, W]: a and s broadcast over all axes after the first)."""
     n = x0.shape[0]
     t = torch.rand(n, generator=gen)
     eps = torch.randn(x0.shape, generator=gen)
-    a = torch.cos(t * math.pi / 2)[:, None, None, None]
-    s = torch.sin(t * math.pi / 2)[:, None, None, None]
+    shape = (n,) + (1,) * (x0.ndim - 1)
+    a = torch.cos(t * math.pi / 2).reshape(shape)
+    s = torch.sin(t * math.pi / 2).reshape(shape)
     xt = a * x0 + s * eps
     v = a * eps - s * x0
     return (model(xt, t) - v).pow(2).mean()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lib_upsample_guidance.demo.train", description=__doc__)
+def add_training_arguments(
+    ap: argparse.ArgumentParser,
+    *,
+    size_help: str,
+    batch: int,
+    batch_help: str | None,
+    minutes: float,
+    minutes_help: str,
+    channels: str,
+    ema: float,
+    out: Path,
+    record: Path,
+) -> None:
+    """The options the image and the video demo's training share, with each one's defaults."""
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=16, help="training image side in pixels")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=16, help=size_help)
+    ap.add_argument("--batch", type=int, default=batch, help=batch_help)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget")
+    ap.add_argument("--minutes", type=float, default=minutes, help=minutes_help)
     ap.add_argument("--max-steps", type=int, default=100000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--channels", default="24,48,64", help="UNet channels per level, comma-separated")
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
-    ap.add_argument("--record", type=Path, default=Path("docs/training_record.json"))
+    ap.add_argument("--channels", default=channels, help="UNet channels per level, comma-separated")
+    ap.add_argument("--ema", type=float, default=ema)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--record", type=Path, default=record)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib_upsample_guidance.demo.train", description=__doc__)
+    add_training_arguments(
+        ap,
+        size_help="training image side in pixels",
+        batch=32,
+        batch_help=None,
+        minutes=30.0,
+        minutes_help="wall-clock training budget",
+        channels="24,48,64",
+        ema=0.999,
+        out=DEFAULT_WEIGHTS,
+        record=Path("docs/training_record.json"),
+    )
     ap.add_argument(
         "--plot",
         type=Path,

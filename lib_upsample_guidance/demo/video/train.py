@@ -13,38 +13,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ..train import save_ema, setup_training, train_with_ema
+from ..train import add_training_arguments, save_ema, setup_training, train_with_ema, v_loss
 from .dataset import sample_clips
 from .model import VideoUNet, VideoUNetConfig, config_to_metadata
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "disk_video8x16.safetensors"
 
 
-def v_loss(model: VideoUNet, x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """mean of (model(x_t, t) - v)^2 with v = a eps - s x0, one t per clip."""
-    n = x0.shape[0]
-    t = torch.rand(n, generator=gen)
-    eps = torch.randn(x0.shape, generator=gen)
-    a = torch.cos(t * math.pi / 2)[:, None, None, None, None]
-    s = torch.sin(t * math.pi / 2)[:, None, None, None, None]
-    return (model(a * x0 + s * eps, t) - (a * eps - s * x0)).pow(2).mean()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib_upsample_guidance.demo.video.train", description=__doc__)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=int, default=16, help="frame side in pixels")
+    add_training_arguments(
+        ap,
+        size_help="frame side in pixels",
+        batch=8,
+        batch_help="clips per step",
+        minutes=25.0,
+        minutes_help="training budget in minutes",
+        channels="16,32,48",
+        ema=0.998,
+        out=DEFAULT_WEIGHTS,
+        record=Path("docs/video_training_record.json"),
+    )
     ap.add_argument("--frames", type=int, default=8, help="frames per training clip")
-    ap.add_argument("--batch", type=int, default=8, help="clips per step")
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--minutes", type=float, default=25.0, help="training budget in minutes")
     ap.add_argument(
         "--budget",
         choices=("cpu", "wall"),
@@ -52,12 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         help="what --minutes counts: the process' CPU time (default; the same work on a loaded machine) or "
         "wall time",
     )
-    ap.add_argument("--max-steps", type=int, default=100000)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--channels", default="16,32,48")
-    ap.add_argument("--ema", type=float, default=0.998)
-    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
-    ap.add_argument("--record", type=Path, default=Path("docs/video_training_record.json"))
     ap.add_argument(
         "--init",
         type=Path,
