@@ -21,8 +21,7 @@ import torch
 
 from .dataset import sample_batch
 from .model import SmallUNet, UNetConfig, config_to_metadata
-
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "shapes16.safetensors"
+from .wrapper import DEFAULT_WEIGHTS
 
 
 def v_loss(model: Callable[..., torch.Tensor], x0: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

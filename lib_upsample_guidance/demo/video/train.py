@@ -23,8 +23,7 @@ import torch
 from ..train import add_training_arguments, save_ema, setup_training, train_with_ema, v_loss
 from .dataset import sample_clips
 from .model import VideoUNet, VideoUNetConfig, config_to_metadata
-
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "disk_video8x16.safetensors"
+from .wrapper import DEFAULT_WEIGHTS, load_video_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = VideoUNetConfig(channels=tuple(int(c) for c in args.channels.split(",")))
     earlier: list[dict[str, str]] = []
     if args.init is not None:
-        from .wrapper import load_video_model
-
         init_model, init_meta = load_video_model(args.init)
         cfg = init_model.config
         earlier = [*json.loads(init_meta.get("earlier_runs", "[]")), _run_summary(init_meta)]

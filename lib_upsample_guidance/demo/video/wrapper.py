@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from ..model import sigma_to_t
+from ..wrapper import WEIGHTS_DIR
 from .model import VideoUNet, config_from_metadata
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "disk_video8x16.safetensors"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "disk_video8x16.safetensors"
 
 
 class VideoModelDenoiser:
